@@ -1,0 +1,9 @@
+"""mmaffect: multimodal affect analysis of videos (ABAW expression, valence-arousal, AUs).
+
+Importing the package is cheap: models, transformers, the ASR engine and MediaPipe are imported
+only by the functions that use them.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

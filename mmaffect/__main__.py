@@ -1,0 +1,3 @@
+from mmaffect.cli import main
+
+main()

