@@ -203,6 +203,81 @@ def demux(
     raise typer.Exit(report.exit_code)
 
 
+@app.command()
+def extract(
+    inputs: Inputs,
+    cache: Annotated[
+        Path, typer.Option("--cache", "-c", file_okay=False, help="Feature cache folder.")
+    ],
+    modalities: Annotated[
+        str, typer.Option(help="Comma-separated branches: frame,clip,speech,word.")
+    ] = "frame,clip,speech,word",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Frames per batch (vision).")] = 16,
+    workers: Annotated[int, typer.Option(min=1, help="Audio-side threads.")] = 1,
+    subject: Annotated[
+        str, typer.Option(help="Whose face: main (followed across frames), left or right.")
+    ] = "main",
+    frame_backbone: Annotated[
+        str, typer.Option(help="Frame-branch backbone (registry name).")
+    ] = "efficientnet_lite0",
+    asr_model: Annotated[
+        str, typer.Option(help="Whisper model: whisper-tiny.en, whisper-base or a folder.")
+    ] = "whisper-tiny.en",
+    language: Annotated[str | None, typer.Option(help="Language passed to Whisper.")] = None,
+    transcripts: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Your own transcripts instead of ASR."),
+    ] = None,
+    models_dir: ModelsDir = None,
+    force: Annotated[bool, typer.Option(help="Recompute entries already cached.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    audio_dir: AudioDirs = None,
+    fps: Fps = None,
+    debug: Debug = False,
+) -> None:
+    """Extract and cache per-frame features of every modality (resumable)."""
+    from dataclasses import replace
+
+    from mmaffect.errors import MmaffectError
+    from mmaffect.extraction import ExtractOptions, parse_modalities
+    from mmaffect.faces.tracking import TrackerConfig
+    from mmaffect.features.vision import FaceConfig, FrameConfig
+
+    if subject not in ("main", "left", "right"):
+        err.print(f"[red]error:[/] --subject must be main, left or right, not {subject!r}")
+        raise typer.Exit(2)
+    try:
+        from mmaffect.features.words import WordConfig
+
+        options = ExtractOptions(
+            modalities=parse_modalities(modalities),
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            models_dir=models_dir,
+            force=force,
+            face=FaceConfig(tracker=TrackerConfig(subject=subject)),
+            frame=FrameConfig(backbone=frame_backbone),
+            transcripts=transcripts,
+            words=replace(WordConfig(), asr_model=asr_model, language=language),
+        )
+        from mmaffect.extraction import extract as run_extract
+
+        report = run_extract(
+            sources=_discover(inputs, audio_dir, fps),
+            cache=cache,
+            options=options,
+            console=err,
+            progress=progress,
+            debug=debug,
+        )
+    except MmaffectError as e:
+        err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
+        raise typer.Exit(2) from None
+    raise typer.Exit(report.exit_code)
+
+
 @models_app.command("list")
 def models_list(models_dir: ModelsDir = None) -> None:
     """Every known model: found or missing, where, size and licence."""

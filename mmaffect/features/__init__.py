@@ -1,0 +1,3 @@
+from mmaffect.features.timing import FrameTiming
+
+__all__ = ["FrameTiming"]

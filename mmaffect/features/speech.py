@@ -1,0 +1,500 @@
+"""Speech branch features: MFCC, deltas, pitch, voicing and energy, one row per video frame.
+
+The soundtrack is analysed at a 10 ms hop (librosa STFT → log-mel → MFCC and deltas; RMS energy
+from the same STFT; F0 with :func:`librosa.yin`, voicing from the normalised autocorrelation at
+the YIN period). The 10 ms analysis hops are then aggregated onto the video's frame grid
+(:class:`~mmaffect.features.timing.FrameTiming`): row ``i`` summarises the hops whose centres fall
+in frame ``i``'s interval ``[edges[i], edges[i + 1])``, with ``audio.start_time`` placing the
+audio on the video timeline. Frames without audio, and frames whose audio is below the silence
+threshold, are all-zero rows with a flag set. Values are not normalised per utterance (the model
+does that); ``docs/features_speech.md`` lists every column with its unit and range.
+
+Long recordings are processed in blocks of whole video frames (``block_seconds``, 30 s by
+default: about 70 MiB of temporaries, against 0.5 GiB for 5 minutes in one shot) with enough
+context on each side that the result equals the one-shot computation; only three floats per
+10 ms hop are kept for the whole recording (9 MB per hour).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmaffect.features.timing import FrameTiming
+
+if TYPE_CHECKING:
+    from mmaffect.media.audio import AudioTrack, NoAudio
+
+__all__ = [
+    "SPEECH_FEATURES_VERSION",
+    "SpeechConfig",
+    "SpeechFeatures",
+    "speech_features",
+]
+
+#: Bump whenever the computation changes in a way that changes the numbers (the feature cache
+#: keys entries by :meth:`SpeechConfig.config_hash`, which includes this string).
+SPEECH_FEATURES_VERSION = "speech-1"
+
+#: Rows of the autocorrelation gather done at once (bounds the temporary index arrays).
+_NACF_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """How the speech features are computed. Every field enters :meth:`config_hash`."""
+
+    sample_rate: int = 16_000  # Hz the analysis runs at; audio at another rate is resampled
+    hop_ms: float = 10.0  # analysis hop (one MFCC / F0 / RMS value per hop)
+    win_ms: float = 25.0  # Hann window of the STFT behind MFCC and RMS
+    n_fft: int = 512  # FFT size of that STFT (the window is zero-padded to it)
+    n_mels: int = 64  # mel bands the MFCC are taken from
+    mel_fmin: float = 20.0  # Hz, lowest mel band edge
+    mel_fmax: float = 8_000.0  # Hz, highest mel band edge (at most sample_rate / 2)
+    n_mfcc: int = 40  # cepstral coefficients kept (c0 included)
+    deltas: bool = True  # add first-order deltas of the MFCC (n_mfcc more columns)
+    delta_width: int = 9  # hops in the Savitzky-Golay delta window (odd, >= 3)
+    # 65 Hz (C2, librosa's recommended floor) covers low male voices; 500 Hz covers high female,
+    # child and shouted speech. A narrower range than YIN's music defaults cuts octave errors and
+    # keeps the YIN frame short (cost grows with the longest period).
+    f0_fmin: float = 65.0  # Hz, lowest F0 searched
+    f0_fmax: float = 500.0  # Hz, highest F0 searched
+    f0_frame_ms: float = 48.0  # YIN frame: about 3 periods of f0_fmin (Praat's rule)
+    yin_threshold: float = 0.1  # YIN absolute trough threshold (librosa's trough_threshold)
+    voicing_threshold: float = 0.5  # a hop is voiced when its NACF at the YIN period >= this
+    f0_ref_hz: float = 100.0  # the f0 column is log2(F0 / f0_ref_hz)
+    db_floor: float = -100.0  # dBFS floor of every log (log-mel, RMS); also rms column's zero
+    silence_floor_db: float = -70.0  # absolute: frames below this dBFS are silent
+    silence_rel_db: float = 40.0  # relative: frames this many dB below the reference are silent
+    silence_ref_percentile: float = 95.0  # reference = this percentile of the clip's hop levels
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate <= 0:
+            problems.append("sample_rate must be positive")
+        if self.hop_ms <= 0 or self.win_ms <= 0 or self.f0_frame_ms <= 0:
+            problems.append("hop_ms, win_ms and f0_frame_ms must be positive")
+        elif self.win_length > self.n_fft:
+            problems.append(f"the {self.win_ms} ms window exceeds n_fft={self.n_fft}")
+        if not 0 <= self.mel_fmin < self.mel_fmax <= self.sample_rate / 2:
+            problems.append("need 0 <= mel_fmin < mel_fmax <= sample_rate / 2")
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            problems.append("need 1 <= n_mfcc <= n_mels")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            problems.append("delta_width must be odd and >= 3")
+        if not 0 < self.f0_fmin < self.f0_fmax <= self.sample_rate / 2:
+            problems.append("need 0 < f0_fmin < f0_fmax <= sample_rate / 2")
+        elif self.sample_rate / self.f0_fmin >= self.f0_frame_length // 2:
+            problems.append(
+                f"f0_frame_ms={self.f0_frame_ms} must hold two periods of f0_fmin={self.f0_fmin}"
+            )
+        if not 0 < self.voicing_threshold < 1 or self.yin_threshold <= 0:
+            problems.append("need 0 < voicing_threshold < 1 and yin_threshold > 0")
+        if self.f0_ref_hz <= 0:
+            problems.append("f0_ref_hz must be positive")
+        if self.db_floor >= 0 or self.silence_floor_db < self.db_floor or self.silence_rel_db < 0:
+            problems.append("need db_floor < 0, silence_floor_db >= db_floor, silence_rel_db >= 0")
+        if not 0 < self.silence_ref_percentile <= 100:
+            problems.append("silence_ref_percentile must be in (0, 100]")
+        if problems:
+            raise ValueError("invalid SpeechConfig: " + "; ".join(problems))
+
+    # -- derived sizes ---------------------------------------------------------------------
+    @property
+    def hop_length(self) -> int:
+        """Hop in samples."""
+        return max(1, round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def win_length(self) -> int:
+        """STFT window in samples."""
+        return max(1, round(self.sample_rate * self.win_ms / 1000))
+
+    @property
+    def f0_frame_length(self) -> int:
+        """YIN frame in samples."""
+        return max(1, round(self.sample_rate * self.f0_frame_ms / 1000))
+
+    @property
+    def dim(self) -> int:
+        """Number of columns: MFCC (+ deltas), f0, voiced, rms, silent, no_audio."""
+        return self.n_mfcc * (2 if self.deltas else 1) + 5
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Column names in order (``len == dim``)."""
+        names = [f"mfcc_{i}" for i in range(self.n_mfcc)]
+        if self.deltas:
+            names += [f"d_mfcc_{i}" for i in range(self.n_mfcc)]
+        return (*names, "f0", "voiced", "rms", "silent", "no_audio")
+
+    # -- identity ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The fields plus ``"version"`` (:data:`SPEECH_FEATURES_VERSION`), JSON-ready.
+
+        The version is included so that anything keyed on this dict (the feature cache hashes it)
+        changes when the computation does. :meth:`from_dict` reads it back.
+        """
+        return {**dataclasses.asdict(self), "version": SPEECH_FEATURES_VERSION}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpeechConfig:
+        """Inverse of :meth:`to_dict` (the ``"version"`` key is ignored; other unknown keys
+        raise ``TypeError``)."""
+        return cls(**{k: v for k, v in data.items() if k != "version"})
+
+    def config_hash(self) -> str:
+        """Stable sha256 hex digest of the sorted JSON of :meth:`to_dict` (fields and version).
+
+        The feature cache keys speech features by it: equal configs give equal hashes in every
+        process; any field change, or a version bump, gives a new one.
+        """
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class SpeechFeatures:
+    """Per-frame speech features.
+
+    Attributes
+    ----------
+    values : np.ndarray
+        ``(timing.n_frames, config.dim)`` float32, never NaN. Row ``i`` belongs to frame ``i``.
+    column_names : tuple of str
+        Name of each column (see ``docs/features_speech.md``).
+    timing : FrameTiming
+        The frame grid the rows are aligned to.
+    config : SpeechConfig
+        The configuration that produced them (``config.config_hash()`` keys the cache).
+    """
+
+    values: np.ndarray
+    column_names: tuple[str, ...]
+    timing: FrameTiming
+    config: SpeechConfig
+
+    def column(self, name: str) -> np.ndarray:
+        """The ``(n_frames,)`` column called ``name``."""
+        return self.values[:, self.column_names.index(name)]
+
+
+def speech_features(
+    audio: AudioTrack | NoAudio,
+    timing: FrameTiming,
+    config: SpeechConfig | None = None,
+    *,
+    block_seconds: float = 30.0,
+) -> SpeechFeatures:
+    """Compute MFCC, deltas, pitch, voicing and energy aligned to a video's frames.
+
+    Parameters
+    ----------
+    audio : AudioTrack or NoAudio
+        Mono audio from :func:`mmaffect.media.load_audio`; ``audio.start_time`` places its first
+        sample on the video timeline. Another sample rate than ``config.sample_rate`` is
+        resampled. :class:`~mmaffect.media.audio.NoAudio` (or an empty track) gives all-zero rows
+        flagged ``no_audio``.
+    timing : FrameTiming
+        The video's frame grid; frame ``i`` covers ``[edges[i], edges[i + 1])`` of
+        :meth:`FrameTiming.frame_edges`. Any positive frame rate (float or Fraction) works.
+    config : SpeechConfig, optional
+        Analysis settings; ``SpeechConfig()`` when omitted.
+    block_seconds : float
+        Audio analysed per block (bounds memory on long recordings). Blocks hold whole video
+        frames plus context, so the result does not depend on it beyond float rounding.
+
+    Returns
+    -------
+    SpeechFeatures
+        ``values`` of shape ``(timing.n_frames, config.dim)``, float32, no NaN. Row ``i`` is the
+        mean of the 10 ms hops centred in frame ``i`` (F0: median over its voiced hops; a frame
+        with no hop centre inside takes the nearest hop). Rows without audio coverage (frame time
+        outside the audio) are zero with ``no_audio = 1``; rows below the silence threshold are
+        zero with ``silent = 1``.
+
+    Raises
+    ------
+    ValueError
+        On a negative frame count, a non-positive frame rate, non-positive ``block_seconds`` or
+        multi-channel samples.
+    """
+    if config is None:
+        config = SpeechConfig()
+    n_frames = int(timing.n_frames)
+    if n_frames < 0:
+        raise ValueError(f"n_frames must be >= 0, got {timing.n_frames}")
+    if not float(timing.fps) > 0:
+        raise ValueError(f"fps must be positive, got {timing.fps}")
+    if not block_seconds > 0:
+        raise ValueError(f"block_seconds must be positive, got {block_seconds}")
+    names = config.column_names
+    values = np.zeros((n_frames, config.dim), dtype=np.float32)
+    result = SpeechFeatures(values=values, column_names=names, timing=timing, config=config)
+    if n_frames == 0:
+        return result
+    col = {name: i for i, name in enumerate(names)}
+
+    y = _prepare_samples(audio, config)
+    if y is None:
+        values[:, col["no_audio"]] = 1.0
+        return result
+
+    sr, hop = config.sample_rate, config.hop_length
+    hop_s = hop / sr
+    n_hops = -(-len(y) // hop)  # hop k is centred on sample k * hop, inside the audio
+    a0 = float(audio.start_time)
+    a1 = a0 + len(y) / sr
+
+    edges = np.asarray(timing.frame_edges(), dtype=np.float64)
+    centres = np.asarray(timing.times(), dtype=np.float64)
+    covered = (centres >= a0) & (centres < a1)
+    values[~covered, col["no_audio"]] = 1.0
+    audio_frames = np.flatnonzero(covered)
+    if audio_frames.size == 0:
+        return result
+    fa, fb = int(audio_frames[0]), int(audio_frames[-1]) + 1  # covered frames are contiguous
+
+    # Hop range [lo, hi) of each covered frame: hop centres in [edges[i], edges[i + 1]); a frame
+    # too short to hold a hop centre (frame rates above 1 / hop) takes the nearest hop.
+    hop_times = a0 + np.arange(n_hops, dtype=np.float64) * hop_s
+    lo = np.searchsorted(hop_times, edges[fa:fb], side="left")
+    hi = np.searchsorted(hop_times, edges[fa + 1 : fb + 1], side="left")
+    nearest = np.clip(np.rint((centres[fa:fb] - a0) / hop_s), 0, n_hops - 1).astype(np.int64)
+    empty = hi <= lo
+    lo = np.where(empty, nearest, lo)
+    hi = np.where(empty, nearest + 1, hi)
+
+    # Per-hop quantities kept for the whole recording (a few floats per 10 ms).
+    hop_power = np.zeros(n_hops, dtype=np.float64)
+    hop_f0 = np.zeros(n_hops, dtype=np.float64)
+    hop_nacf = np.zeros(n_hops, dtype=np.float64)
+    frame_power = np.zeros(fb - fa, dtype=np.float64)
+    n_cep = config.n_mfcc * (2 if config.deltas else 1)
+    analysis = _Analysis(config)
+
+    block_hops = max(1, int(round(block_seconds / hop_s)))
+    hi_sorted = np.maximum.accumulate(hi)
+    start = 0
+    while start < fb - fa:
+        # Whole frames whose hops fit in one block (at least one frame).
+        stop = int(np.searchsorted(hi_sorted, lo[start] + block_hops, side="right"))
+        stop = max(stop, start + 1)
+        h0, h1 = int(lo[start:stop].min()), int(hi[start:stop].max())
+        cep, power, f0, nacf = analysis.hops(y, h0, h1, n_hops)
+        hop_power[h0:h1], hop_f0[h0:h1], hop_nacf[h0:h1] = power, f0, nacf
+        # Means over each frame's hops from block-local cumulative sums (cepstra and power).
+        csum = np.zeros((h1 - h0 + 1, n_cep + 1), dtype=np.float64)
+        np.cumsum(cep.T, axis=0, dtype=np.float64, out=csum[1:, :n_cep])
+        np.cumsum(power, out=csum[1:, n_cep])
+        blo, bhi = lo[start:stop] - h0, hi[start:stop] - h0
+        mean = (csum[bhi] - csum[blo]) / (bhi - blo)[:, None]
+        values[fa + start : fa + stop, :n_cep] = mean[:, :n_cep]
+        frame_power[start:stop] = mean[:, n_cep]
+        start = stop
+
+    # Silence threshold from the clip's loudest hops, with an absolute floor.
+    h_lo, h_hi = int(lo.min()), int(hi.max())
+    amin = 10.0 ** (config.db_floor / 10)
+    hop_db = 10.0 * np.log10(np.maximum(hop_power, amin))
+    reference = float(np.percentile(hop_db[h_lo:h_hi], config.silence_ref_percentile))
+    threshold = max(config.silence_floor_db, reference - config.silence_rel_db)
+
+    frame_db = 10.0 * np.log10(np.maximum(frame_power, amin))
+    silent = frame_db < threshold
+
+    voiced_hop = (
+        (hop_nacf >= config.voicing_threshold)
+        & (hop_db >= threshold)
+        & (hop_f0 >= config.f0_fmin * 0.999)
+        & (hop_f0 <= config.f0_fmax * 1.001)
+    )
+    log_f0 = np.where(voiced_hop, np.log2(np.maximum(hop_f0, 1e-6) / config.f0_ref_hz), np.nan)
+    f0_col, voiced_frac = _voiced_median(log_f0, lo, hi)
+
+    rows = slice(fa, fb)
+    values[rows, col["f0"]] = f0_col
+    values[rows, col["voiced"]] = voiced_frac
+    values[rows, col["rms"]] = np.clip(frame_db / -config.db_floor + 1.0, 0.0, 1.0)
+    block = values[rows]
+    block[silent, : col["silent"]] = 0.0
+    block[silent, col["silent"]] = 1.0
+    np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return result
+
+
+# -- internals --------------------------------------------------------------------------------
+
+
+def _prepare_samples(audio: AudioTrack | NoAudio, config: SpeechConfig) -> np.ndarray | None:
+    """Mono float32 samples at ``config.sample_rate``, or None when there is no audio."""
+    samples = getattr(audio, "samples", None)
+    if samples is None or not getattr(audio, "has_audio", True):
+        return None
+    y = np.asarray(samples)
+    if y.ndim != 1:
+        raise ValueError(f"speech features need mono samples, got shape {y.shape}")
+    if y.size == 0:
+        return None
+    y = y.astype(np.float32, copy=False)
+    if not np.isfinite(y.sum(dtype=np.float64)):  # cheap check; copy only when needed
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    sr_in = int(audio.sample_rate)
+    if sr_in != config.sample_rate:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=sr_in, target_sr=config.sample_rate).astype(np.float32)
+    return np.ascontiguousarray(y)
+
+
+def _padded_slice(y: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """``y[start:stop]`` with zeros where the range leaves the signal (what ``center=True``
+    padding would give)."""
+    if start >= 0 and stop <= len(y):
+        return y[start:stop]
+    out = np.zeros(stop - start, dtype=y.dtype)
+    a, b = max(start, 0), min(stop, len(y))
+    if b > a:
+        out[a - start : b - start] = y[a:b]
+    return out
+
+
+class _Analysis:
+    """Per-hop analysis of one block; holds the filter banks built once per call."""
+
+    def __init__(self, config: SpeechConfig) -> None:
+        import librosa
+
+        self.config = config
+        self.librosa = librosa
+        sr = config.sample_rate
+        self.mel_basis = librosa.filters.mel(
+            sr=sr,
+            n_fft=config.n_fft,
+            n_mels=config.n_mels,
+            fmin=config.mel_fmin,
+            fmax=config.mel_fmax,
+        ).astype(np.float32)
+        window = librosa.filters.get_window("hann", config.win_length, fftbins=True)
+        # Parseval: frame energy = (2 / n_fft) * sum_k c_k |X_k|^2 with half weight at DC and
+        # Nyquist; dividing by sum(w^2) turns the windowed energy into a mean square.
+        weights = np.full(config.n_fft // 2 + 1, 2.0 / config.n_fft)
+        weights[0] /= 2
+        if config.n_fft % 2 == 0:
+            weights[-1] /= 2
+        self.power_weights = (weights / np.sum(window**2)).astype(np.float32)
+        self.margin = config.delta_width // 2 if config.deltas else 0
+        self.max_period = min(int(math.ceil(sr / config.f0_fmin)), config.f0_frame_length - 1)
+
+    def hops(
+        self, y: np.ndarray, h0: int, h1: int, n_hops: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Features of hops ``[h0, h1)``: cepstra ``(n_cep, n)`` float32, mean-square power,
+        YIN F0 in Hz and NACF at the YIN period (each ``(n,)``)."""
+        c, lr = self.config, self.librosa
+        hop = c.hop_length
+        # Context hops so the delta filter sees the same neighbours as in one shot; near the ends
+        # of the track its 'interp' edge fit needs a full window of hops.
+        k0, k1 = max(h0 - self.margin, 0), min(h1 + self.margin, n_hops)
+        if c.deltas and k1 - k0 < c.delta_width:
+            k0 = max(0, min(k0, k1 - c.delta_width))
+            k1 = min(n_hops, max(k1, k0 + c.delta_width))
+        n = k1 - k0
+
+        half = c.n_fft // 2
+        seg = _padded_slice(y, k0 * hop - half, (k1 - 1) * hop - half + c.n_fft)
+        spec = lr.stft(
+            seg,
+            n_fft=c.n_fft,
+            hop_length=hop,
+            win_length=c.win_length,
+            window="hann",
+            center=False,
+        )
+        power_spec = spec.real**2 + spec.imag**2
+        del spec
+        power = self.power_weights @ power_spec
+        mel = self.mel_basis @ power_spec
+        del power_spec
+        log_mel = lr.power_to_db(mel, ref=1.0, amin=10.0 ** (c.db_floor / 10), top_db=None)
+        mfcc = lr.feature.mfcc(S=log_mel, n_mfcc=c.n_mfcc, dct_type=2, norm="ortho")
+        if c.deltas:
+            mode = "interp" if n >= c.delta_width else "nearest"
+            delta = lr.feature.delta(mfcc, width=c.delta_width, order=1, axis=-1, mode=mode)
+            cep = np.concatenate([mfcc, delta], axis=0)
+        else:
+            cep = mfcc
+        keep = slice(h0 - k0, h1 - k0)
+
+        # Pitch and voicing only where they are needed (no context hops).
+        frame = c.f0_frame_length
+        half = frame // 2
+        seg = _padded_slice(y, h0 * hop - half, (h1 - 1) * hop - half + frame)
+        f0 = lr.yin(
+            seg,
+            fmin=c.f0_fmin,
+            fmax=c.f0_fmax,
+            sr=c.sample_rate,
+            frame_length=frame,
+            hop_length=hop,
+            trough_threshold=c.yin_threshold,
+            center=False,
+        )
+        frames = lr.util.frame(seg, frame_length=frame, hop_length=hop).T  # (n, frame) view
+        power = power[keep].astype(np.float64)
+        # Hops under the absolute silence floor are never voiced: skip their autocorrelation.
+        audible = np.flatnonzero(power >= 10.0 ** (c.silence_floor_db / 10))
+        nacf = np.zeros(len(power), dtype=np.float64)
+        nacf[audible] = self._nacf(frames[audible], f0[audible])
+        return (
+            cep[:, keep].astype(np.float32, copy=False),
+            power,
+            np.nan_to_num(f0.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0),
+            nacf,
+        )
+
+    def _nacf(self, frames: np.ndarray, f0: np.ndarray) -> np.ndarray:
+        """Normalised autocorrelation of each frame at its YIN period (best of the two integer
+        lags around it), over a fixed window of ``frame - max_period - 2`` samples."""
+        n, length = frames.shape
+        width = length - self.max_period - 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            period = np.where(f0 > 0, self.config.sample_rate / f0, 1.0)
+        lag = np.clip(np.floor(np.nan_to_num(period, nan=1.0)), 1, self.max_period).astype(np.intp)
+        offsets = np.arange(width, dtype=np.intp)
+        out = np.zeros(n, dtype=np.float64)
+        for s in range(0, n, _NACF_CHUNK):
+            rows = frames[s : s + _NACF_CHUNK]
+            a = rows[:, :width]
+            energy_a = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+            best = np.full(len(rows), -1.0)
+            for extra in (0, 1):
+                idx = lag[s : s + _NACF_CHUNK, None] + extra + offsets[None, :]
+                b = np.take_along_axis(rows, idx, axis=1)
+                num = np.einsum("ij,ij->i", a, b, dtype=np.float64)
+                den = np.sqrt(energy_a * np.einsum("ij,ij->i", b, b, dtype=np.float64))
+                r = np.divide(num, den, out=np.zeros_like(num), where=den > 1e-20)
+                best = np.maximum(best, r)
+            out[s : s + _NACF_CHUNK] = best
+        return out
+
+
+def _voiced_median(log_f0: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per frame: median of the finite ``log_f0`` over hops ``[lo, hi)`` (0 when none) and the
+    fraction of those hops that are voiced (finite)."""
+    width = int((hi - lo).max())
+    idx = lo[:, None] + np.arange(width)[None, :]
+    inside = idx < hi[:, None]
+    vals = np.where(inside, log_f0[np.minimum(idx, len(log_f0) - 1)], np.nan)
+    count = np.sum(np.isfinite(vals), axis=1)
+    vals.sort(axis=1)  # NaN sort last
+    lower = np.take_along_axis(vals, np.maximum((count - 1) // 2, 0)[:, None], axis=1)[:, 0]
+    upper = np.take_along_axis(vals, np.maximum(count // 2, 0)[:, None], axis=1)[:, 0]
+    median = np.where(count > 0, (lower + upper) / 2, 0.0)
+    return median, count / (hi - lo)

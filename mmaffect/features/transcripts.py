@@ -1,0 +1,595 @@
+"""Where the words come from: Whisper ASR, or a transcript the user supplies.
+
+A :class:`Transcript` is a list of timed :class:`Word` objects on the video timeline (seconds,
+the same timeline as the frame times of :class:`~mmaffect.features.timing.FrameTiming`).
+It comes from
+
+- :func:`transcribe`: faster-whisper (CTranslate2) with word timestamps, VAD on by default;
+- :func:`load_user_transcript`: our JSON schema, SubRip (``.srt``) or WebVTT (``.vtt``);
+  :func:`find_user_transcript` finds the file for a video in a transcripts folder.
+
+JSON schema (``Transcript.to_json`` writes it, ``from_json`` / ``load_user_transcript`` read it)::
+
+    {
+      "schema": "mmaffect.transcript",      # optional on input
+      "version": 1,                          # optional on input; > 1 is refused
+      "source": "asr:whisper-tiny.en",       # "asr:<model>" or "user:<file name>"
+      "language": "en",                      # ISO 639-1 code, "" when unknown
+      "text": "Kids are talking by the door.",
+      "words": [                             # in time order
+        {"text": "Kids", "start": 0.66, "end": 1.02, "probability": 0.93},
+        ...
+      ]
+    }
+
+``start``/``end`` are seconds on the video timeline with ``0 <= start <= end``; ``probability``
+is Whisper's word probability in [0, 1] (optional on input, default 1.0). A word is being
+spoken during ``[start, end)``.
+
+SRT and WebVTT give only cue (segment) times. Each cue's text is split on whitespace and the
+cue's duration is shared among its words in proportion to their character counts (punctuation
+included): word ``k`` of a cue ``[t0, t1)`` whose words have ``n_1..n_m`` characters spans
+``[t0 + D * N_{k-1} / N, t0 + D * N_k / N)`` with ``D = t1 - t0``, ``N_k = n_1 + ... + n_k`` and
+``N = N_m``. Markup (``<i>``, ``<v Speaker>``, ``{\\an8}``, inline timestamps) is removed and
+HTML entities are decoded first; words get probability 1.0.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmaffect.atomic import atomic_write_text
+from mmaffect.errors import InputError, ModelNotFound
+
+if TYPE_CHECKING:
+    from mmaffect.media.audio import AudioTrack, NoAudio
+
+__all__ = [
+    "DEFAULT_ASR_MODEL",
+    "DEFAULT_BEAM_SIZE",
+    "SCHEMA_NAME",
+    "SCHEMA_VERSION",
+    "TRANSCRIPT_SUFFIXES",
+    "Transcript",
+    "Word",
+    "base_video_id",
+    "clear_asr_cache",
+    "find_user_transcript",
+    "load_user_transcript",
+    "resolve_model",
+    "spread_words",
+    "transcribe",
+]
+
+SCHEMA_NAME = "mmaffect.transcript"
+SCHEMA_VERSION = 1
+#: Suffixes :func:`find_user_transcript` looks for, in this order.
+TRANSCRIPT_SUFFIXES = (".json", ".srt", ".vtt")
+DEFAULT_ASR_MODEL = "whisper-tiny.en"
+#: Greedy decoding: on the checks in docs/features_words.md beam search was no more accurate
+#: and 1.3-2x slower (the token loop is the part of ASR that grows with speech).
+DEFAULT_BEAM_SIZE = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Data types
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Word:
+    """One spoken word.
+
+    Attributes
+    ----------
+    text : str
+        The word as transcribed, punctuation attached (``"door."``), no surrounding spaces.
+    start, end : float
+        Seconds on the video timeline; the word is spoken during ``[start, end)``.
+    probability : float
+        Recogniser confidence in [0, 1]; 1.0 for user transcripts.
+    """
+
+    text: str
+    start: float
+    end: float
+    probability: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "start": round(float(self.start), 4),
+            "end": round(float(self.end), 4),
+            "probability": round(float(self.probability), 4),
+        }
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Timed words of one video.
+
+    Attributes
+    ----------
+    words : list of Word
+        In time order (by start).
+    language : str
+        ISO 639-1 code (``"en"``), ``""`` when unknown.
+    text : str
+        The full text as the source gave it.
+    source : str
+        ``"asr:<model>"`` or ``"user:<file name>"``.
+    """
+
+    words: list[Word] = field(default_factory=list)
+    language: str = ""
+    text: str = ""
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def texts(self) -> list[str]:
+        """The word strings, in order (what the word encoder takes)."""
+        return [w.text for w in self.words]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_NAME,
+            "version": SCHEMA_VERSION,
+            "source": self.source,
+            "language": self.language,
+            "text": self.text,
+            "words": [w.to_dict() for w in self.words],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "transcript") -> Transcript:
+        """Build from a parsed JSON object; raise :class:`InputError` naming ``where``."""
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected a JSON object with a 'words' list")
+        if "schema" in data and data["schema"] != SCHEMA_NAME:
+            raise InputError(f"{where}: schema is {data['schema']!r}, expected {SCHEMA_NAME!r}")
+        version = data.get("version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION or version < 1:
+            raise InputError(
+                f"{where}: transcript schema version {version!r} is not supported "
+                f"(this mmaffect reads version {SCHEMA_VERSION})"
+            )
+        raw_words = data.get("words")
+        if not isinstance(raw_words, list):
+            raise InputError(f"{where}: 'words' must be a list of {{text, start, end}} objects")
+        words = [_word_from_dict(w, f"{where}: words[{i}]") for i, w in enumerate(raw_words)]
+        for key in ("language", "text", "source"):
+            if not isinstance(data.get(key, ""), str):
+                raise InputError(f"{where}: {key!r} must be a string")
+        words = _sorted(words)
+        text = data.get("text") or " ".join(w.text for w in words)
+        return cls(
+            words=words,
+            language=data.get("language", ""),
+            text=text,
+            source=data.get("source", ""),
+        )
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the JSON schema above to ``path`` atomically (temp file + ``os.replace``)."""
+        path = Path(path)
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Transcript:
+        """Read a transcript written by :meth:`to_json` (its ``source`` is kept)."""
+        path = Path(path)
+        return cls.from_dict(_read_json(path), where=path.name)
+
+
+def _number(value: Any, where: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{where}: {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _word_from_dict(d: Any, where: str) -> Word:
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: expected an object {{text, start, end}}, got {d!r}")
+    missing = [k for k in ("text", "start", "end") if k not in d]
+    if missing:
+        raise InputError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
+    text = d["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{where}: 'text' must be a non-empty string")
+    start, end = _number(d["start"], where, "start"), _number(d["end"], where, "end")
+    prob = _number(d.get("probability", 1.0), where, "probability")
+    if start < 0 or end < start:
+        raise InputError(f"{where}: needs 0 <= start <= end, got start={start} end={end}")
+    if not 0.0 <= prob <= 1.0:
+        raise InputError(f"{where}: 'probability' must be in [0, 1], got {prob}")
+    return Word(text.strip(), start, end, prob)
+
+
+def _sorted(words: list[Word]) -> list[Word]:
+    return sorted(words, key=lambda w: w.start)  # stable: equal starts keep file order
+
+
+def _read_json(path: Path) -> Any:
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path.name}, line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise InputError(f"transcript {path} does not exist")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise InputError(f"{path.name}, line {line}: not UTF-8 text") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# User transcripts: JSON, SRT, WebVTT
+# ---------------------------------------------------------------------------------------------
+
+_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})"
+_CUE_TIME = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}(?:\s+.*)?$")
+_TAG = re.compile(r"<[^>]*>|\{\\[^}]*\}")
+
+
+def _seconds(h: str | None, m: str, s: str, frac: str) -> float:
+    return int(h or 0) * 3600 + int(m) * 60 + int(s) + int(frac.ljust(3, "0")) / 1000
+
+
+def spread_words(text: str, start: float, end: float) -> list[Word]:
+    """Words of one cue, its duration shared in proportion to character counts.
+
+    ``"Hi there"`` over [0, 1.4) gives ``Hi`` [0, 0.4) and ``there`` [0.4, 1.4).
+    """
+    tokens = text.split()
+    if not tokens:
+        return []
+    cum = np.concatenate([[0], np.cumsum([len(t) for t in tokens])]).astype(np.float64)
+    bounds = start + (end - start) * cum / cum[-1]
+    return [Word(t, float(bounds[k]), float(bounds[k + 1]), 1.0) for k, t in enumerate(tokens)]
+
+
+def _clean_cue_text(lines: list[str]) -> str:
+    return html.unescape(_TAG.sub(" ", " ".join(lines))).strip()
+
+
+def _parse_cues(path: Path, lines: list[str], first: int, kind: str) -> list[Word]:
+    """Parse SRT/VTT cue blocks from ``lines[first:]`` (0-based), with 1-based line numbers."""
+    words: list[Word] = []
+    i, n = first, len(lines)
+    while i < n:
+        if not lines[i].strip():
+            i += 1
+            continue
+        block_start = i
+        block: list[str] = []
+        while i < n and lines[i].strip():
+            block.append(lines[i])
+            i += 1
+        head = block[0].strip()
+        if kind == "vtt" and re.match(r"^(NOTE|STYLE|REGION)(\s|$)", head):
+            continue
+        k = next((j for j, line in enumerate(block[:2]) if "-->" in line), None)
+        if k is None:
+            example = (
+                "00:00:01,000 --> 00:00:02,500" if kind == "srt" else "00:01.000 --> 00:02.500"
+            )
+            raise InputError(
+                f"{path.name}, line {block_start + 1}: expected a cue time line like "
+                f"'{example}', got {head[:60]!r}"
+            )
+        lineno = block_start + k + 1
+        m = _CUE_TIME.match(block[k])
+        if not m:
+            raise InputError(
+                f"{path.name}, line {lineno}: malformed cue times {block[k].strip()[:60]!r}"
+            )
+        g = m.groups()
+        t0, t1 = _seconds(*g[:4]), _seconds(*g[4:])
+        if t1 < t0:
+            raise InputError(f"{path.name}, line {lineno}: cue ends ({t1:.3f} s) before it starts")
+        words += spread_words(_clean_cue_text(block[k + 1 :]), t0, t1)
+    return words
+
+
+def _load_srt(path: Path) -> Transcript:
+    lines = _read_text(path).splitlines()
+    words = _parse_cues(path, lines, 0, "srt")
+    return Transcript(_sorted(words), "", " ".join(w.text for w in words), f"user:{path.name}")
+
+
+def _load_vtt(path: Path) -> Transcript:
+    lines = _read_text(path).splitlines()
+    if not lines or not re.match(r"^WEBVTT(\s|$)", lines[0]):
+        raise InputError(f"{path.name}, line 1: a WebVTT file must start with 'WEBVTT'")
+    language = ""
+    i = 1
+    while i < len(lines) and lines[i].strip() and "-->" not in lines[i]:  # header metadata
+        key, _, value = lines[i].partition(":")
+        if key.strip().lower() == "language":
+            language = value.strip()
+        i += 1
+    words = _parse_cues(path, lines, i, "vtt")
+    return Transcript(
+        _sorted(words), language, " ".join(w.text for w in words), f"user:{path.name}"
+    )
+
+
+def load_user_transcript(path: str | Path) -> Transcript:
+    """Read a user-supplied transcript: our JSON schema, SubRip ``.srt`` or WebVTT ``.vtt``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file; its suffix picks the format.
+
+    Returns
+    -------
+    Transcript
+        Words sorted by start time, ``source="user:<file name>"``. SRT/VTT cues are split into
+        words as described in the module docstring.
+
+    Raises
+    ------
+    InputError
+        A missing file, an unknown suffix, or a malformed file (the message names the file and
+        the line, or the offending word for JSON).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        t = Transcript.from_dict(_read_json(path), where=path.name)
+        return Transcript(t.words, t.language, t.text, f"user:{path.name}")
+    if suffix == ".srt":
+        return _load_srt(path)
+    if suffix == ".vtt":
+        return _load_vtt(path)
+    raise InputError(
+        f"{path.name}: unknown transcript format {path.suffix!r}",
+        hint="use .json (mmaffect schema), .srt or .vtt",
+    )
+
+
+def base_video_id(video_id: str) -> str:
+    """The id of the video a two-person crop comes from: ``"clip_left"`` -> ``"clip"``."""
+    for suffix in ("_left", "_right"):
+        if video_id.endswith(suffix) and len(video_id) > len(suffix):
+            return video_id[: -len(suffix)]
+    return video_id
+
+
+def find_user_transcript(
+    transcripts_dir: str | Path | None, video_id: str, base_id: str | None = None
+) -> Path | None:
+    """The user transcript of a video, if the transcripts folder has one.
+
+    Looks for ``<video_id>.json``, ``.srt``, ``.vtt``, then the same for ``base_id`` (two-person
+    videos ``<video>_left`` / ``<video>_right`` share the transcript of ``<video>``).
+
+    Parameters
+    ----------
+    transcripts_dir : str, Path or None
+        The folder; ``None`` means no user transcripts (returns ``None``).
+    video_id : str
+        The video's id (file stem, or the Aff-Wild2 video name).
+    base_id : str, optional
+        Fallback id; by default ``video_id`` without a ``_left``/``_right`` suffix.
+
+    Returns
+    -------
+    Path or None
+        The first existing file, or ``None``.
+
+    Raises
+    ------
+    InputError
+        When ``transcripts_dir`` is given but is not a folder.
+    """
+    if transcripts_dir is None:
+        return None
+    folder = Path(transcripts_dir)
+    if not folder.is_dir():
+        raise InputError(f"transcripts folder {folder} does not exist")
+    ids = [video_id]
+    base = base_video_id(video_id) if base_id is None else base_id
+    if base and base != video_id:
+        ids.append(base)
+    for vid in ids:
+        for suffix in TRANSCRIPT_SUFFIXES:
+            candidate = folder / f"{vid}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# ASR: faster-whisper
+# ---------------------------------------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str, str], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _whisper_model(path: Path, device: str, compute_type: str) -> Any:
+    """One ``WhisperModel`` per (path, device, compute_type) in this process."""
+    key = (str(path), device, compute_type)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            from faster_whisper import WhisperModel
+
+            kind, _, index = device.partition(":")
+            try:
+                model = WhisperModel(
+                    str(path),
+                    device=kind,
+                    device_index=int(index or 0),
+                    compute_type=compute_type,
+                )
+            except (RuntimeError, ValueError) as e:
+                raise InputError(
+                    f"cannot load Whisper model {path} on {device} ({compute_type}): "
+                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from e
+            _MODELS[key] = model
+        return model
+
+
+def clear_asr_cache() -> None:
+    """Forget the loaded Whisper models (frees their memory)."""
+    with _MODELS_LOCK:
+        _MODELS.clear()
+
+
+def _check_language(model_name: str, model: Any | None, language: str | None) -> str | None:
+    """Validate ``language``; ``None``/``""``/``"auto"`` mean detect (multilingual models)."""
+    lang = (language or "").strip().lower() or None
+    if lang == "auto":
+        lang = None
+    english_only = model_name.endswith(".en") or (
+        model is not None and not model.model.is_multilingual
+    )
+    if english_only:
+        if lang not in (None, "en"):
+            raise InputError(
+                f"Whisper model {model_name} is English-only: language must be 'en', "
+                f"not {language!r}",
+                hint="use a multilingual model such as whisper-base for other languages",
+            )
+        return "en"
+    if lang is not None:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if lang not in _LANGUAGE_CODES:
+            raise InputError(
+                f"unknown Whisper language code {language!r}",
+                hint="use an ISO 639-1 code such as 'en', 'de', 'fr', or leave it unset to detect",
+            )
+    return lang
+
+
+def resolve_model(name: str, models_dir: str | Path | None, what: str) -> Path:
+    """:func:`mmaffect.store.resolve`, with a plain message for a user path that is missing."""
+    from mmaffect.store import resolve
+
+    if (os.sep in name or name.startswith((".", "~"))) and not Path(name).expanduser().exists():
+        raise ModelNotFound(f"{what} folder {name} does not exist")
+    return resolve(name, models_dir)
+
+
+def _default_compute_type(device: str) -> str:
+    return "float16" if device.startswith("cuda") else "int8"
+
+
+def transcribe(
+    audio: AudioTrack | NoAudio,
+    *,
+    model: str = DEFAULT_ASR_MODEL,
+    models_dir: str | Path | None = None,
+    language: str | None = None,
+    device: str = "cpu",
+    compute_type: str | None = None,
+    beam_size: int = DEFAULT_BEAM_SIZE,
+    vad: bool = True,
+) -> Transcript:
+    """Recognise the words of a soundtrack with Whisper (faster-whisper), with word timestamps.
+
+    Parameters
+    ----------
+    audio : AudioTrack or NoAudio
+        From :func:`mmaffect.media.audio.load_audio` (16 kHz mono float32). ``NoAudio``,
+        empty or all-zero audio give an empty transcript without loading the model.
+    model : str
+        A model name of the store (``"whisper-tiny.en"``, ``"whisper-base"``) or a path to a
+        CTranslate2 Whisper folder.
+    models_dir : str or Path, optional
+        Where to look for named models (see :func:`mmaffect.store.resolve`).
+    language : str, optional
+        ISO 639-1 code passed to Whisper; ``None`` detects it (multilingual models).
+        English-only (``.en``) models accept only ``"en"``.
+    device : str
+        ``"cpu"`` or ``"cuda"`` (``"cuda:1"`` picks a GPU).
+    compute_type : str, optional
+        CTranslate2 compute type; default ``"int8"`` on CPU, ``"float16"`` on CUDA.
+    beam_size : int
+        Beam width; 1 is greedy decoding (the default, see ``DEFAULT_BEAM_SIZE``).
+    vad : bool
+        Run Silero VAD first and transcribe only the speech (avoids hallucinated words on
+        silence, music or noise).
+
+    Returns
+    -------
+    Transcript
+        Words on the video timeline (``audio.start_time`` added), ``source="asr:<model>"``.
+
+    Raises
+    ------
+    InputError
+        A language the model cannot handle, audio not at 16 kHz, or a bad ``beam_size``.
+    ModelNotFound
+        The named model is not installed (the message says how to get it).
+    """
+    if int(beam_size) < 1:
+        raise InputError(f"beam_size must be at least 1, got {beam_size}")
+    source = f"asr:{model}"
+    lang = _check_language(model, None, language)
+    if not getattr(audio, "has_audio", False):
+        return Transcript([], lang or "", "", source)
+    samples = np.ascontiguousarray(audio.samples, dtype=np.float32)
+    if audio.sample_rate != 16_000:
+        raise InputError(
+            f"Whisper needs 16 kHz audio, {audio.source} is at {audio.sample_rate} Hz",
+            hint="load it with mmaffect.media.audio.load_audio (16 kHz by default)",
+        )
+    if samples.size == 0 or not np.any(samples):
+        return Transcript([], lang or "", "", source)
+
+    ctype = compute_type or _default_compute_type(device)
+    whisper = _whisper_model(resolve_model(model, models_dir, "Whisper model"), device, ctype)
+    lang = _check_language(model, whisper, language)
+
+    segments, info = whisper.transcribe(
+        samples,
+        language=lang,
+        beam_size=int(beam_size),
+        word_timestamps=True,
+        vad_filter=vad,
+        condition_on_previous_text=False,
+    )
+    offset = float(audio.start_time)
+    duration = samples.size / 16_000
+    words: list[Word] = []
+    texts: list[str] = []
+    for seg in segments:  # a generator: decoding happens here
+        texts.append(seg.text.strip())
+        for w in seg.words or ():
+            text = w.word.strip()
+            if not text:
+                continue
+            start = min(max(float(w.start), 0.0), duration)
+            end = min(max(float(w.end), start), duration)
+            words.append(Word(text, offset + start, offset + end, float(w.probability)))
+    return Transcript(
+        words=_sorted(words),
+        language=info.language or lang or "",
+        text=" ".join(t for t in texts if t),
+        source=source,
+    )
