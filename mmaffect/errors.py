@@ -44,3 +44,23 @@ class ModelNotFound(MmaffectError):
 
 class ChecksumMismatch(MmaffectError):
     """A model file whose sha256 differs from the registered one."""
+
+
+class AnnotationError(MmaffectError):
+    """A label or annotation file that does not follow its ABAW layout.
+
+    The message names the file and, where there is one, the 1-based line number, and says what
+    was expected there; ``path`` and ``line`` carry the same for code that wants them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        path: str | None = None,
+        line: int | None = None,
+    ):
+        self.path = path
+        self.line = line
+        super().__init__(message, hint=hint)
