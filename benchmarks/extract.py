@@ -74,6 +74,9 @@ def phase(name: str, video: Path, args) -> dict:
         args.modalities,
         "--cache",
         str(args.cache),
+        "--detect-size",
+        str(args.detect_size),
+        *(["--frame-crop", str(args.frame_crop)] if args.frame_crop else []),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
@@ -98,6 +101,7 @@ def run_phase(name: str, video: Path, args) -> dict:
         assert n == frames
         return {"frames": frames, "seconds": time.perf_counter() - start}
     import mmaffect
+    from mmaffect.features.vision import FaceConfig, FrameConfig
 
     report = mmaffect.extract(
         [video],
@@ -106,6 +110,8 @@ def run_phase(name: str, video: Path, args) -> dict:
         device=args.device,
         modalities=args.modalities,
         progress=False,
+        face=FaceConfig(max_side=args.detect_size),
+        frame=FrameConfig(crop_size=args.frame_crop),
     )
     assert report.exit_code == 0
     return {
@@ -122,10 +128,13 @@ def main() -> None:
     parser.add_argument("--repeat-clip", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--modalities", default="frame,clip,speech,word")
+    parser.add_argument("--detect-size", type=int, default=640)
+    parser.add_argument("--frame-crop", type=int, default=None)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the mmaffect CLI does
     if args.phase:
         print(json.dumps(run_phase(args.phase, args.video, args)))
         return
@@ -150,6 +159,8 @@ def main() -> None:
         f"{seconds:.1f} s",
         "device": args.device,
         "modalities": args.modalities,
+        "detect_size": args.detect_size,
+        "frame_crop": args.frame_crop or "backbone default",
         "cpus": os.cpu_count(),
         "torch_threads": cold["torch_threads"],
         "machine": platform.machine(),

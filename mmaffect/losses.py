@@ -24,7 +24,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmaffect.metrics import AU_UNANNOTATED, EXPR_UNANNOTATED, VA_UNANNOTATED
+from mmaffect.annotations.spaces import AU_UNANNOTATED, EXPR_UNANNOTATED, VA_UNANNOTATED
+
+__all__ = [
+    "DEFAULT_TASK_LOSSES",
+    "asymmetric_loss",
+    "au_inverse_frequency_weights",
+    "au_pos_weight",
+    "batch_ccc",
+    "bce_loss",
+    "ccc_loss",
+    "circle_bce_loss",
+    "focal_loss",
+    "label_smoothing_epsilon",
+    "mse_ccc_loss",
+    "mtl_loss",
+    "mtl_loss_terms",
+    "multilabel_circle_loss",
+    "smooth_targets",
+    "smoothed_cross_entropy",
+    "soft_cross_entropy",
+]
 
 TASKS = ("VA", "EXPR", "AU")
 
@@ -557,7 +577,7 @@ def mtl_loss_terms(
     outputs: Mapping[str, Tensor],
     targets: Mapping[str, Tensor],
     masks: Mapping[str, Tensor | None] | None = None,
-    weights: Mapping[str, float] | None = None,
+    weights: Mapping[str, float | Tensor] | None = None,
     losses: Mapping[str, TaskLoss] | None = None,
 ) -> dict[str, Tensor]:
     """The weighted term ``λ_t·L_t`` of each task in ``outputs`` (see :func:`mtl_loss`)."""
@@ -575,8 +595,8 @@ def mtl_loss_terms(
             # No label of this task in the batch: 0, still connected to the head.
             terms[task] = out.sum() * 0.0
             continue
-        lam = float(lams.get(task, 1.0))
-        terms[task] = lam * fns[task](out, target, msks.get(task))
+        # λ may be a tensor (e.g. learned task weights); it is not cast to float.
+        terms[task] = lams.get(task, 1.0) * fns[task](out, target, msks.get(task))
     return terms
 
 
@@ -584,7 +604,7 @@ def mtl_loss(
     outputs: Mapping[str, Tensor],
     targets: Mapping[str, Tensor],
     masks: Mapping[str, Tensor | None] | None = None,
-    weights: Mapping[str, float] | None = None,
+    weights: Mapping[str, float | Tensor] | None = None,
     losses: Mapping[str, TaskLoss] | None = None,
 ) -> Tensor:
     """Multi-task loss ``Σ_t λ_t·L_t`` over the tasks the model outputs.

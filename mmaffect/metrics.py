@@ -27,18 +27,39 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from mmaffect.annotations.spaces import (
+    AU_8,
+    AU_12,
+    AU_UNANNOTATED,
+    EXPR_7,
+    EXPR_8,
+    EXPR_UNANNOTATED,
+    VA_UNANNOTATED,
+)
 from mmaffect.errors import InputError
 
-EXPR_UNANNOTATED = -1
-AU_UNANNOTATED = -1
-VA_UNANNOTATED = -5.0
+__all__ = [
+    "EDITIONS",
+    "AuScores",
+    "ExprScores",
+    "MtlScores",
+    "TrackSpec",
+    "VaScores",
+    "au_scores",
+    "ccc",
+    "edition_tracks",
+    "expr_scores",
+    "mtl_scores",
+    "official_score",
+    "track_spec",
+    "va_scores",
+]
 
-EXPR_CLASSES_7 = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
-EXPR_CLASSES_8 = (*EXPR_CLASSES_7, "Other")
-AU_NAMES_12 = (
-    "AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26",
-)  # fmt: skip
-AU_NAMES_8 = ("AU1", "AU2", "AU4", "AU6", "AU12", "AU15", "AU20", "AU25")
+# The sentinels and names come from the label readers, so both sides agree by construction.
+EXPR_CLASSES_7 = EXPR_7.names
+EXPR_CLASSES_8 = EXPR_8.names
+AU_NAMES_8 = AU_8.names
+AU_NAMES_12 = AU_12.names
 
 TRACKS = ("VA", "EXPR", "AU", "MTL", "LSD")
 

@@ -118,28 +118,32 @@ class VideoLabels:
         VideoLabels
         """
         values = np.asarray(values)
-        dtype = {"EXPR": np.int64, "AU": np.int8, "VA": np.float32}[space.track]
-        shape = (values.shape[0],) if space.track == "EXPR" else (values.shape[0], space.size)
-        if values.ndim == 0 or values.shape != shape:
+        n = values.shape[0] if values.ndim else 0
+        shape = (n,) if space.track == "EXPR" else (n, space.size)
+        if values.shape != shape:
             raise AnnotationError(
                 f"{video_id}: {space.describe()} values need shape "
                 f"{_shape_text(space)}, got {values.shape}"
             )
-        if space.track != "VA" and values.size and not np.all(values == np.round(values)):
-            raise AnnotationError(f"{video_id}: {space.track} values must be integers")
-        values = values.astype(dtype)
+        if space.track != "VA":
+            if values.size and not np.all(values == np.round(values)):
+                raise AnnotationError(f"{video_id}: {space.track} values must be integers")
+            values = values.astype(np.int64)  # checked at this width, stored narrower below
+        else:
+            values = values.astype(np.float32)
         if mask is None:
             mask = default_mask(space, values)
         else:
             mask = np.asarray(mask, dtype=bool)
-            want = shape if space.track == "AU" else (shape[0],)
+            want = shape if space.track == "AU" else (n,)
             if mask.shape != want:
                 raise AnnotationError(
                     f"{video_id}: mask needs shape {want} for {space.describe()}, got {mask.shape}"
                 )
-        labels = cls(video_id, space, values, mask)
-        _check_labels(labels)
-        return labels
+        _check_labels(cls(video_id, space, values, mask))
+        if space.track == "AU":
+            values = values.astype(np.int8)
+        return cls(video_id, space, values, mask)
 
 
 def _shape_text(space: LabelSpace) -> str:
@@ -360,7 +364,10 @@ def format_video_labels(labels: VideoLabels) -> str:
         had_sentinel = np.any(values == VA_UNANNOTATED, axis=1)
         out = values.copy()
         out[~mask & ~had_sentinel] = VA_UNANNOTATED
-        body = [f"{_format_value(space, v)},{_format_value(space, a)}" for v, a in out]
+        # Annotations repeat a few thousand distinct values: format each one once.
+        distinct, index = np.unique(out, return_inverse=True)
+        texts = [_format_value(space, v) for v in distinct]
+        body = [f"{texts[v]},{texts[a]}" for v, a in index.reshape(-1, 2).tolist()]
     return "\n".join([space.header, *body]) + "\n"
 
 

@@ -210,7 +210,7 @@ def extract(
         Path, typer.Option("--cache", "-c", file_okay=False, help="Feature cache folder.")
     ],
     modalities: Annotated[
-        str, typer.Option(help="Comma-separated branches: frame,clip,speech,word.")
+        str, typer.Option(help="Comma-separated: frame,clip,speech,word (or faces alone).")
     ] = "frame,clip,speech,word",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per batch (vision).")] = 16,
@@ -221,6 +221,13 @@ def extract(
     frame_backbone: Annotated[
         str, typer.Option(help="Frame-branch backbone (registry name).")
     ] = "efficientnet_lite0",
+    frame_crop: Annotated[
+        int | None,
+        typer.Option(min=32, help="Aligned crop side for the frame backbone (default: its own)."),
+    ] = None,
+    detect_size: Annotated[
+        int, typer.Option(min=64, help="Longest side frames are scaled to for face detection.")
+    ] = 640,
     asr_model: Annotated[
         str, typer.Option(help="Whisper model: whisper-tiny.en, whisper-base or a folder.")
     ] = "whisper-tiny.en",
@@ -257,8 +264,8 @@ def extract(
             workers=workers,
             models_dir=models_dir,
             force=force,
-            face=FaceConfig(tracker=TrackerConfig(subject=subject)),
-            frame=FrameConfig(backbone=frame_backbone),
+            face=FaceConfig(max_side=detect_size, tracker=TrackerConfig(subject=subject)),
+            frame=FrameConfig(backbone=frame_backbone, crop_size=frame_crop),
             transcripts=transcripts,
             words=replace(WordConfig(), asr_model=asr_model, language=language),
         )

@@ -44,6 +44,7 @@ class FaceConfig:
 @dataclass(frozen=True)
 class FrameConfig:
     backbone: str = "efficientnet_lite0"  # name in the frame-backbone registry
+    crop_size: int | None = None  # aligned crop side; None: the backbone's own (224 for Lite0)
     version: str = FRAME_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,7 +361,7 @@ def run_vision(
             if len(rows) and ("frame" in writers or "clip" in writers):
                 chunk_lms = np.asarray(lms[rows])
                 if "frame" in writers:
-                    size = backbone.crop_size
+                    size = models.frame.crop_size or backbone.crop_size
                     with clock("align", len(rows)):
                         crops = align_faces(chunk.images, chunk_lms, size, frame_index=local)
                     with clock(f"frame ({backbone.name})", len(rows)):
