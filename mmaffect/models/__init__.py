@@ -1,0 +1,54 @@
+"""Multimodal affect models over per-frame features (training code; imports torch).
+
+Registered models (:func:`create_model`, :func:`available_models`):
+
+* ``fusion`` (default): the ABAW3 transformer-based multimodal information fusion model;
+* ``affine_transformer``: the ABAW7 affine module + Transformer encoder;
+* ``temporal_ensemble``: the ABAW2 frame / GRU / Transformer weighted-sum ensemble.
+
+Inputs contract
+---------------
+``model(batch)`` takes a dict holding, for each enabled modality ``m`` among ``frame``,
+``clip``, ``speech``, ``word`` (``model.modalities``):
+
+* ``batch[m]``: float tensor ``(B, T, D_m)``, the per-frame features (``docs/extract.md``;
+  default widths frame 1280, clip 190, speech 85, word 385, configurable with ``dims``) of a
+  window of ``T`` frames centred on the frame to predict. ``T`` may be odd or even; the
+  predicted ("middle") frame is index ``T // 2``. All enabled modalities share ``B`` and ``T``.
+* ``batch["mask_" + m]``: bool ``(B, T)``, False where the frame has no valid feature (e.g. no
+  face). Optional (absent = all valid). Features at masked frames are ignored (zeroed on entry,
+  so NaN there is harmless).
+
+Other keys are ignored. Output: a dict with, for each configured task (``model.tasks``),
+``expr`` logits ``(B, n_expr)``, ``au`` logits ``(B, n_au)`` and ``va`` ``(B, 2)`` in [-1, 1]
+(tanh); :func:`mmaffect.losses.mtl_loss` accepts it as is.
+
+Every model has ``hparams`` (``create_model(name, **model.hparams)`` rebuilds the same
+architecture) and ``modalities``. Any non-empty subset of the modalities builds, trains and
+predicts; see ``docs/models_architectures.md``.
+"""
+
+from __future__ import annotations
+
+from mmaffect.models.affine_transformer import AffineTransformerModel
+from mmaffect.models.common import DEFAULT_DIMS, MODALITIES, TASKS, AffectModel, middle_index
+from mmaffect.models.fusion import FusionModel
+from mmaffect.models.registry import available_models, create_model, register_model
+from mmaffect.models.temporal_ensemble import TemporalEnsembleModel
+
+DEFAULT_MODEL = "fusion"
+
+__all__ = [
+    "DEFAULT_DIMS",
+    "DEFAULT_MODEL",
+    "MODALITIES",
+    "TASKS",
+    "AffectModel",
+    "AffineTransformerModel",
+    "FusionModel",
+    "TemporalEnsembleModel",
+    "available_models",
+    "create_model",
+    "middle_index",
+    "register_model",
+]
