@@ -357,3 +357,58 @@ def models_fetch(
 def _run() -> None:  # pragma: no cover - python -m entry
     app(prog_name="mmaffect")
     sys.exit(0)
+
+
+@app.command("train")
+def train_cmd(
+    task: Annotated[str | None, typer.Option("--task", help="expr, va, au or mtl.")] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option("--annotations", help="Train_Set/Validation_Set folder (MTL: split files)."),
+    ] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Feature cache folder.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registry model name.")] = None,
+    modalities: Annotated[
+        str | None, typer.Option("--modalities", help="Comma-separated, e.g. frame,clip,speech.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Pipeline YAML (pipelines/*.yaml).")
+    ] = None,
+    edition: Annotated[str | None, typer.Option("--edition", help="e.g. abaw5.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Train a model on cached features; options given here override the --config YAML."""
+    from mmaffect.errors import MmaffectError
+    from mmaffect.training.train import TrainConfig, train
+
+    overrides = {
+        "task": task,
+        "annotations": annotations,
+        "cache": cache,
+        "model": model,
+        "modalities": modalities,
+        "edition": edition,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "out": out_dir,
+        "seed": seed,
+        "device": device,
+    }
+    try:
+        base = TrainConfig.from_yaml(config).to_dict() if config else {}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        result = train(TrainConfig.from_dict(base))
+    except MmaffectError as e:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
+        raise typer.Exit(1) from None
+    score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
+    out.print(f"best val/score {score} after {result.epochs} epochs", highlight=False)
+    out.print(f"best checkpoint: {result.best_checkpoint}", highlight=False)
+    out.print(f"last checkpoint: {result.last_checkpoint}", highlight=False)
