@@ -1,7 +1,9 @@
 """Atomic writes: write to a temporary name beside the target, then rename.
 
 A crash, a full disk or Ctrl-C leaves either the old file or the new one, never half of one.
-Temporary names start with ``.`` and end with ``.tmp`` so that they are easy to recognise.
+Temporary names are ``.<target name>.<pid>.<random>.tmp``: hidden, easy to recognise, and
+tied to the process writing them, so that a later run can tell an abandoned one (its process is
+gone) from one being written right now.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary file path; on success it replaces ``target`` in one rename."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
@@ -53,7 +57,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder; on success it becomes ``target`` (an old one is replaced)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    )
     try:
         yield tmp
         if target.exists():

@@ -85,6 +85,25 @@ def test_dead_process_temporaries_are_removed(tmp_path):
     assert not stale.exists()
 
 
+def test_live_temporaries_of_other_writers_are_kept(tmp_path):
+    # The audio thread may be writing a transcript while the vision thread opens an entry.
+    import os
+
+    cache = FeatureCache(tmp_path)
+    busy = tmp_path / "vid" / f".transcript-abc.json.{os.getpid()}.k3j2.tmp"
+    busy.parent.mkdir(parents=True)
+    busy.write_text("{}")
+    foreign = tmp_path / "vid" / ".notes.tmp"  # not ours: no pid in the name
+    foreign.write_text("x")
+    cache.write(
+        EntryKey("vid", "speech", "3" * 64),
+        {"values": np.zeros((3, 1), np.float32)},
+        timing=FrameTiming(25.0, 3),
+        config={},
+    )
+    assert busy.exists() and foreign.exists()
+
+
 def dets(*boxes, scores=None):
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     scores = np.ones(len(boxes), np.float32) if scores is None else np.asarray(scores, np.float32)

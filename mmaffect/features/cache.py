@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +110,7 @@ class EntryWriter:
                 prefix=f".{key.dirname}.{os.getpid()}.", suffix=".tmp", dir=self.target.parent
             )
         )
-        with _ACTIVE_LOCK:
-            _ACTIVE.add(self.tmp)
+
         self.arrays: dict[str, np.ndarray] = {}
         self.committed: FeatureEntry | None = None
 
@@ -150,13 +148,6 @@ class EntryWriter:
         self.arrays.clear()
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
-        with _ACTIVE_LOCK:
-            _ACTIVE.discard(self.tmp)
-
-
-# Temporary entry folders being written by this process (other threads' must not be removed).
-_ACTIVE: set[Path] = set()
-_ACTIVE_LOCK = threading.Lock()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -170,14 +161,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_dead_temps(folder: Path) -> None:
-    """Remove temporaries left by interrupted runs: those of dead processes, and this process's
-    own that no writer is using. Names carry the writer's pid: ``.<entry>.<pid>.<random>.tmp``."""
+    """Remove temporaries left by interrupted runs, and only those.
+
+    Every temporary of mmaffect carries its writer's pid (``.<name>.<pid>.<random>.tmp``).
+    One is removed only when that process no longer exists: other threads and processes
+    writing into the same folder at the same time keep theirs.
+    """
     for p in folder.glob(".*.tmp"):
         parts = p.name.split(".")
-        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        with _ACTIVE_LOCK:
-            in_use = p in _ACTIVE
-        if in_use or (pid is not None and pid != os.getpid() and _pid_alive(pid)):
+        if len(parts) < 4 or not parts[-3].isdigit() or _pid_alive(int(parts[-3])):
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
