@@ -78,13 +78,16 @@ def evaluate(result, names: list[str]) -> dict:
         "frames": len(true),
         "val_utterances": len(utt),
         "frame_macro_f1_present_classes": round(
-            f1_score(true, pred, labels=present, average="macro", zero_division=0), 4),
+            f1_score(true, pred, labels=present, average="macro", zero_division=0), 4
+        ),
         "frame_macro_f1_official_8": round(
-            f1_score(true, pred, labels=list(range(8)), average="macro", zero_division=0), 4),
+            f1_score(true, pred, labels=list(range(8)), average="macro", zero_division=0), 4
+        ),
         "frame_accuracy": round(accuracy_score(true, pred), 4),
         "utterance_accuracy": round(accuracy_score(u_true, u_pred), 4),
         "utterance_macro_f1": round(
-            f1_score(u_true, u_pred, labels=present, average="macro", zero_division=0), 4),
+            f1_score(u_true, u_pred, labels=present, average="macro", zero_division=0), 4
+        ),
         "classes": [names[c] for c in present],
     }
 
@@ -102,8 +105,18 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="emodb_"))
     cache, ann, run = work / "cache", work / "annotations", work / "run"
     start = time.perf_counter()
-    extract = [sys.executable, "-m", "mmaffect", "extract", str(flac), "--cache", str(cache),
-               "--modalities", "speech", "--no-progress"]
+    extract = [
+        sys.executable,
+        "-m",
+        "mmaffect",
+        "extract",
+        str(flac),
+        "--cache",
+        str(cache),
+        "--modalities",
+        "speech",
+        "--no-progress",
+    ]
     subprocess.run(extract, check=True, stderr=subprocess.DEVNULL)
     t_extract = time.perf_counter() - start
     counts = write_labels(cache, flac, ann, set(args.val_speakers.split(",")))
@@ -111,23 +124,41 @@ def main() -> None:
     from mmaffect.training.train import TrainConfig, train
 
     config = TrainConfig.from_yaml(REPO / "pipelines" / "fusion_expr.yaml")
-    overrides = dict(annotations=ann, cache=cache, out=run, modalities=["speech"],
-                     epochs=args.epochs, stride=args.stride, resume=False)
-    config = TrainConfig.from_dict({**config.to_dict(), **{k: str(v) if isinstance(v, Path)
-                                                            else v for k, v in overrides.items()}})
-    command = (f"mmaffect train --config pipelines/fusion_expr.yaml --task expr --modalities "
-               f"speech --annotations {ann} --cache {cache} --epochs {args.epochs} --out {run}")
+    overrides = dict(
+        annotations=ann,
+        cache=cache,
+        out=run,
+        modalities=["speech"],
+        epochs=args.epochs,
+        stride=args.stride,
+        resume=False,
+    )
+    config = TrainConfig.from_dict(
+        {
+            **config.to_dict(),
+            **{k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()},
+        }
+    )
+    command = (
+        f"mmaffect train --config pipelines/fusion_expr.yaml --task expr --modalities "
+        f"speech --annotations {ann} --cache {cache} --epochs {args.epochs} --out {run}"
+    )
     t0 = time.perf_counter()
     result = train(config)
     t_train = time.perf_counter() - t0
     from mmaffect.annotations import EXPR_8
 
     figures = {
-        "val_speakers": args.val_speakers, "utterances": counts, "epochs": result.epochs,
-        "stride": args.stride, "best_val_score": result.best_score,
+        "val_speakers": args.val_speakers,
+        "utterances": counts,
+        "epochs": result.epochs,
+        "stride": args.stride,
+        "best_val_score": result.best_score,
         **evaluate(result, list(EXPR_8.names)),
-        "extract_seconds": round(t_extract, 1), "train_seconds": round(t_train, 1),
-        "command": command, "work": str(work),
+        "extract_seconds": round(t_extract, 1),
+        "train_seconds": round(t_train, 1),
+        "command": command,
+        "work": str(work),
     }
     for key, value in figures.items():
         print(f"{key:<32} {value}")

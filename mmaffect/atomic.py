@@ -75,13 +75,29 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_stale_temps(folder: str | Path) -> int:
-    """Delete temporaries an interrupted run left in ``folder`` (not recursive); return how many."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temps(folder: str | Path) -> int:
+    """Remove temporaries that interrupted runs left in ``folder`` (not recursive), and only
+    those: a temporary is removed when the process named in it (``.<name>.<pid>.<random>.tmp``)
+    no longer exists, so other threads and processes writing there keep theirs. Returns how many
+    were removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
     for p in folder.glob(".*.tmp"):
+        parts = p.name.split(".")
+        if len(parts) < 4 or not parts[-3].isdigit() or _pid_alive(int(parts[-3])):
+            continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

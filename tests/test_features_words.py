@@ -259,7 +259,7 @@ def test_local_checkpoint_path(models_dir, encoder):
     np.testing.assert_allclose(by_path.encode(words), encoder.encode(words), atol=1e-6)
     with pytest.raises(InputError, match="cannot load a BERT-family encoder"):
         WordEncoder(str(Path(folder) / "1_Pooling"))  # a folder, but no checkpoint
-    with pytest.raises(ModelNotFound, match="word encoder folder .* does not exist"):
+    with pytest.raises(ModelNotFound, match="word encoder path .* does not exist"):
         WordEncoder(str(Path(folder) / "missing"))
 
 

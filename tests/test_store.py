@@ -97,6 +97,10 @@ def test_a_path_is_used_as_given(tmp_path):
     own = tmp_path / "my_model.pth"
     own.write_bytes(b"weights")
     assert resolve(str(own)) == own
+    with pytest.raises(
+        ModelNotFound, match=r"^Whisper model path /nonexistent/ct2 does not exist$"
+    ):
+        resolve("/nonexistent/ct2", what="Whisper model")
 
 
 def build_wheel(folder: Path, payload: Path, member: str) -> Path:

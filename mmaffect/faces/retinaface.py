@@ -17,7 +17,6 @@ size works. :class:`RetinaFaceDetector` takes RGB uint8 frames and does all of t
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mmaffect.errors import ChecksumMismatch, ModelNotFound
+from mmaffect.store.lookup import file_sha256
 
 __all__ = [
     "MEAN_BGR",
@@ -509,14 +509,6 @@ class RetinaFaceDetector:
     __call__ = detect
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_retinaface_net(
     weights_path: str | Path, *, expected_sha256: str | None = RETINAFACE_SHA256
 ) -> RetinaFace:
@@ -538,7 +530,7 @@ def load_retinaface_net(
     if not path.is_file():
         raise ModelNotFound(f"RetinaFace weights not found: {path}")
     if expected_sha256 is not None:
-        actual = _sha256(path)
+        actual = file_sha256(path)
         if actual != expected_sha256.lower():
             raise ChecksumMismatch(
                 f"RetinaFace weights {path} have sha256 {actual[:12]}…, "

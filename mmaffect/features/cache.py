@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mmaffect import __version__
-from mmaffect.atomic import atomic_write_text
+from mmaffect.atomic import atomic_write_text, remove_dead_temps
 from mmaffect.features.timing import FrameTiming
 
 META = "meta.json"
@@ -148,33 +148,6 @@ class EntryWriter:
         self.arrays.clear()
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_dead_temps(folder: Path) -> None:
-    """Remove temporaries left by interrupted runs, and only those.
-
-    Every temporary of mmaffect carries its writer's pid (``.<name>.<pid>.<random>.tmp``).
-    One is removed only when that process no longer exists: other threads and processes
-    writing into the same folder at the same time keep theirs.
-    """
-    for p in folder.glob(".*.tmp"):
-        parts = p.name.split(".")
-        if len(parts) < 4 or not parts[-3].isdigit() or _pid_alive(int(parts[-3])):
-            continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
 
 
 class FeatureCache:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -49,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmaffect.atomic import atomic_write_text
-from mmaffect.errors import InputError, ModelNotFound
+from mmaffect.errors import InputError
+from mmaffect.store import resolve
 
 if TYPE_CHECKING:
     from mmaffect.media.audio import AudioTrack, NoAudio
@@ -66,7 +66,6 @@ __all__ = [
     "clear_asr_cache",
     "find_user_transcript",
     "load_user_transcript",
-    "resolve_model",
     "spread_words",
     "transcribe",
 ]
@@ -486,15 +485,6 @@ def _check_language(model_name: str, model: Any | None, language: str | None) ->
     return lang
 
 
-def resolve_model(name: str, models_dir: str | Path | None, what: str) -> Path:
-    """:func:`mmaffect.store.resolve`, with a plain message for a user path that is missing."""
-    from mmaffect.store import resolve
-
-    if (os.sep in name or name.startswith((".", "~"))) and not Path(name).expanduser().exists():
-        raise ModelNotFound(f"{what} folder {name} does not exist")
-    return resolve(name, models_dir)
-
-
 def _default_compute_type(device: str) -> str:
     return "float16" if device.startswith("cuda") else "int8"
 
@@ -563,7 +553,7 @@ def transcribe(
         return Transcript([], lang or "", "", source)
 
     ctype = compute_type or _default_compute_type(device)
-    whisper = _whisper_model(resolve_model(model, models_dir, "Whisper model"), device, ctype)
+    whisper = _whisper_model(resolve(model, models_dir, what="Whisper model"), device, ctype)
     lang = _check_language(model, whisper, language)
 
     segments, info = whisper.transcribe(

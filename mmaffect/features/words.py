@@ -40,9 +40,9 @@ from mmaffect.features.transcripts import (
     clear_asr_cache,
     find_user_transcript,
     load_user_transcript,
-    resolve_model,
     transcribe,
 )
+from mmaffect.store import resolve
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -202,7 +202,7 @@ class WordEncoder:
         if pooling not in POOLINGS:
             raise InputError(f"word pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         self.name = model
-        self.path = resolve_model(model, models_dir, "word encoder")
+        self.path = resolve(model, models_dir, what="word encoder")
         self.device = device
         self.pooling = pooling
         self.tokenizer, self.model = _load_encoder(self.path, device)

@@ -226,10 +226,13 @@ def resolve(
     *,
     download_missing: bool | None = None,
     check: bool = True,
+    what: str = "model",
 ) -> Path:
     """Path of a named model (a file, or a folder for directory models), checked by sha256.
 
-    ``name`` may also be an existing path: a user's own model file or folder, used as given.
+    ``name`` may also be a path (it contains a separator or starts with ``.`` or ``~``): a
+    user's own model file or folder, used as given; ``what`` names it in the error when it does
+    not exist ("word encoder path … does not exist").
 
     Raises
     ------
@@ -239,7 +242,9 @@ def resolve(
         When the file found is not the registered one.
     """
     as_path = Path(name).expanduser()
-    if as_path.exists() and (os.sep in name or name.startswith(".")):
+    if os.sep in name or name.startswith((".", "~")):  # a path, not a registered name
+        if not as_path.exists():
+            raise ModelNotFound(f"{what} path {name} does not exist")
         return as_path
     loc = locate(name, models_dir)
     if not loc.found and loc.spec.assemble_parts:
