@@ -18,8 +18,6 @@ context on each side that the result equals the one-shot computation; only three
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -150,13 +148,14 @@ class SpeechConfig:
         return cls(**{k: v for k, v in data.items() if k != "version"})
 
     def config_hash(self) -> str:
-        """Stable sha256 hex digest of the sorted JSON of :meth:`to_dict` (fields and version).
-
-        The feature cache keys speech features by it: equal configs give equal hashes in every
-        process; any field change, or a version bump, gives a new one.
+        """Stable sha256 hex digest of :meth:`to_dict` (fields and version), computed by
+        :func:`mmaffect.features.cache.config_hash`, which also keys the cache entries (there
+        with the frame grid added): equal configs give equal hashes in every process; any field
+        change, or a version bump, gives a new one.
         """
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        from mmaffect.features.cache import config_hash
+
+        return config_hash(self.to_dict())
 
 
 @dataclass

@@ -20,8 +20,6 @@ re-exported here so that ``from mmaffect.features.words import transcribe`` work
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,9 +114,11 @@ class WordConfig:
         return asdict(self)
 
     def config_hash(self) -> str:
-        """sha256 (hex) of the sorted-key JSON of :meth:`to_dict`, which includes ``version``."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(f"{blob}|v{self.version}".encode()).hexdigest()
+        """sha256 (hex) of :meth:`to_dict` (which includes ``version``), computed by
+        :func:`mmaffect.features.cache.config_hash` like every cache key."""
+        from mmaffect.features.cache import config_hash
+
+        return config_hash(self.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------
