@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from mmaffect.annotations import AU_12, EXPR_8, VA, VideoLabels, write_video_labels
+from mmaffect.annotations import read_mtl_file as read_split_mtl
 from mmaffect.features.cache import EntryKey, FeatureCache, config_hash
 from mmaffect.features.timing import FrameTiming
 from mmaffect.training.train import TrainConfig, train
@@ -239,3 +241,130 @@ def test_train_cli(data, tmp_path):
     assert saved.model_hparams == base.model_hparams and saved.lr == base.lr  # from the YAML
     assert (out / "last.ckpt").is_file()
     assert "val/score" in res.output
+
+
+SUBSETS = [list(c) for r in range(1, len(DIMS) + 1) for c in itertools.combinations(list(DIMS), r)]
+
+
+@pytest.mark.parametrize("task", ["expr", "va", "au", "mtl"])
+def test_every_modality_subset_learns(data, task):
+    """Dataset + AffectModule + design losses: the loss on fixed batches falls for each subset."""
+    from mmaffect.training.dataset import make_loader
+    from mmaffect.training.module import AffectModule
+    from mmaffect.training.train import build_datasets
+
+    assert len(SUBSETS) == 15
+    for modalities in SUBSETS:
+        torch.manual_seed(0)
+        cfg = config(data, data["root"] / "unused", task, modalities=modalities)
+        train_ds, _, names = build_datasets(cfg)
+        loader = make_loader(train_ds, batch_size=24, shuffle=True, seed=0)
+        batches = [b for _, b in zip(range(3), loader, strict=False)]
+        module = AffectModule(
+            model_hparams=TINY, task=task, modalities=modalities, edition="abaw3",
+            window=8, label_names=names,
+        )  # fmt: skip
+        opt = torch.optim.Adam(module.parameters(), lr=0.03)
+
+        def total(batch, module=module) -> torch.Tensor:
+            return torch.stack(list(module.loss_terms(module(batch), batch).values())).sum()
+
+        with torch.no_grad():
+            before = sum(float(total(b)) for b in batches)
+        for step in range(45):
+            opt.zero_grad()
+            total(batches[step % len(batches)]).backward()
+            opt.step()
+        with torch.no_grad():
+            after = sum(float(total(b)) for b in batches)
+        assert after < 0.9 * before, (task, modalities, before, after)
+
+
+def _write_abaw12(root: Path) -> Path:
+    """ABAW1/2 per-video files (7-class EXPR, 8 AUs) for the cached videos."""
+    from mmaffect.annotations import AU_8, EXPR_7
+
+    rng = np.random.default_rng(3)
+    for split, vids in SPLITS.items():
+        for vid in vids:
+            expr = rng.integers(0, 7, size=N)
+            expr[:3] = -1
+            au = rng.integers(0, 2, size=(N, 8))
+            for track, space, vals in (("EXPR", EXPR_7, expr), ("AU", AU_8, au)):
+                lab = VideoLabels.from_values(vid, space, vals)
+                write_video_labels(root / track / split / f"{vid}.txt", lab)
+    return root
+
+
+def test_abaw1_layout_trains_and_edition_mismatch_is_refused(data, tmp_path):
+    from mmaffect.errors import InputError
+
+    ann = _write_abaw12(tmp_path / "abaw12")
+    for track in ("expr", "au"):
+        cfg = config(data, tmp_path / f"run_{track}", track, epochs=1, edition="abaw1")
+        cfg.annotations = str(ann / track.upper())
+        result = train(cfg)
+        names = result.module.hparams["label_names"][track]
+        assert len(names) == (7 if track == "expr" else 8)
+        assert result.best_score is not None and np.isfinite(result.best_score)
+    bad = config(data, tmp_path / "bad", "expr", edition="abaw5")
+    bad.annotations = str(ann / "EXPR")
+    with pytest.raises(InputError, match=r"EXPR, 7 classes .* but ABAW5 scores EXPR, 8") as e:
+        train(bad)
+    assert "--edition abaw1 or abaw2" in e.value.hint
+    no_track = config(data, tmp_path / "bad2", "expr", edition="abaw7")
+    with pytest.raises(InputError, match="ABAW7 has no EXPR track"):
+        train(no_track)
+
+
+def test_mtl_from_uni_task_folders(data, tmp_path):
+    """``--task mtl`` on a folder of EXPR/AU/VA track folders joins them per frame."""
+    from mmaffect.annotations import find_track_folders, mtl_from_tracks, read_split_folders
+
+    root = data["root"]
+    assert set(find_track_folders(root)) == {"EXPR", "AU", "VA"}
+    joined = mtl_from_tracks(
+        {t: read_split_folders(root / t, track=t)["train"] for t in ("EXPR", "AU", "VA")}
+    )
+    direct = read_split_mtl(root / "MTL" / "train_set.txt")
+    assert joined.image_names() == direct.image_names()
+    for name in ("va", "expr", "au", "va_mask", "expr_mask", "au_mask"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(direct, name), err_msg=name)
+    result = train(config(data, tmp_path / "run", "mtl", annotations=str(root), epochs=1))
+    assert result.best_score is not None and 0 <= result.best_score <= 3
+
+
+def test_mtl_join_masks_missing_tracks():
+    from mmaffect.annotations import AU_8, EXPR_7, mtl_from_tracks
+    from mmaffect.errors import InputError
+
+    expr = VideoLabels.from_values("v", EXPR_7, np.array([0, -1, 6, 2]))
+    au_values = np.array([[1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0], [-1] * 12])
+    au = VideoLabels.from_values("v", AU_12, au_values)
+    va = VideoLabels.from_values("w", VA, np.array([[0.5, -0.2], [-5, -5]], dtype=np.float32))
+    rows = mtl_from_tracks({"EXPR": {"v": expr}, "AU": {"v": au}, "VA": {"w": va}})
+    # frame 2 of v is labelled by no track: no row, as in the organisers' MTL files
+    assert rows.image_names() == ["v/00001.jpg", "v/00003.jpg", "v/00004.jpg", "w/00001.jpg"]
+    np.testing.assert_array_equal(rows.expr_mask, [True, True, True, False])
+    np.testing.assert_array_equal(rows.expr[:3], [0, 6, 2])
+    np.testing.assert_array_equal(rows.va_mask, [False, False, False, True])
+    np.testing.assert_allclose(rows.va[3], [0.5, -0.2])
+    assert rows.au_mask[0].all() and not rows.au_mask[1:].any()
+    np.testing.assert_array_equal(rows.au[0], au_values[0])
+    au8 = VideoLabels.from_values("v", AU_8, np.zeros((2, 8), dtype=np.int64))
+    with pytest.raises(InputError, match="AU, 8 units .* cannot join MTL rows"):
+        mtl_from_tracks({"AU": {"v": au8}})
+
+
+def test_abaw7_mtl_file_trains(data, tmp_path):
+    """ABAW4/7 file names with the trailing comma of the ABAW7 rows."""
+    folder = tmp_path / "abaw7"
+    folder.mkdir()
+    for src, dst in (("train_set.txt", "training_set_annotations.txt"),
+                     ("validation_set.txt", "validation_set_annotations.txt")):  # fmt: skip
+        lines = (data["root"] / "MTL" / src).read_text().splitlines()
+        (folder / dst).write_text("\n".join([lines[0]] + [r + "," for r in lines[1:]]) + "\n")
+    result = train(config(data, tmp_path / "run", "mtl", annotations=str(folder),
+                          edition="abaw7", epochs=1))  # fmt: skip
+    assert result.module.hparams["edition"] == "abaw7"
+    assert result.best_score is not None and 0 <= result.best_score <= 3

@@ -18,10 +18,17 @@ from mmaffect.annotations.corpora import (
 from mmaffect.annotations.folders import (
     SPLIT_FOLDER_NAMES,
     find_split_folders,
+    find_track_folders,
     read_label_folder,
     read_split_folders,
 )
-from mmaffect.annotations.mtl import MTL_FILE_NAMES, MtlLabels, find_mtl_files, read_mtl_file
+from mmaffect.annotations.mtl import (
+    MTL_FILE_NAMES,
+    MtlLabels,
+    find_mtl_files,
+    mtl_from_tracks,
+    read_mtl_file,
+)
 from mmaffect.annotations.spaces import (
     AU_8,
     AU_12,
@@ -67,9 +74,11 @@ __all__ = [
     "emodb_label",
     "find_mtl_files",
     "find_split_folders",
+    "find_track_folders",
     "format_video_labels",
     "label_space_for",
     "match_header",
+    "mtl_from_tracks",
     "ravdess_label",
     "read_label_folder",
     "read_mtl_file",

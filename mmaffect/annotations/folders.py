@@ -199,3 +199,50 @@ def read_split_folders(
                 f"{parent}: video {both[0]}{more} is in both the train and the validation split"
             )
     return splits
+
+
+def find_track_folders(parent: str | Path) -> dict[str, Path]:
+    """The uni-task annotation folders under ``parent``, keyed by the track their files hold.
+
+    Each direct sub-folder holding ``Train_Set``/``Validation_Set`` (e.g. the release's
+    ``EXPR_Recognition_Challenge``, ``AU_Detection_Challenge``, ``VA_Estimation_Challenge``) is
+    recognised by the header of its first label file, not by its name.
+
+    Returns
+    -------
+    dict of str to Path
+        ``{"EXPR": folder, "AU": folder, "VA": folder}`` for the tracks found.
+
+    Raises
+    ------
+    InputError
+        No such folder, no track folder found, or two folders of one track.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        raise InputError(f"{parent}: no such folder")
+    found: dict[str, Path] = {}
+    for sub in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            splits = find_split_folders(sub)
+        except InputError:
+            continue
+        space = None
+        for folder in splits.values():
+            files = label_files(folder)
+            if files:
+                space = _peek_space(files[0])
+                break
+        if space is None:
+            continue
+        if space.track in found:
+            raise InputError(
+                f"{parent}: two {space.track} folders: {found[space.track].name} and {sub.name}",
+                hint="keep one per track",
+            )
+        found[space.track] = sub
+    if not found:
+        raise InputError(
+            f"{parent}: no uni-task annotation folder (a sub-folder with Train_Set/Validation_Set)"
+        )
+    return found

@@ -24,6 +24,7 @@ from mmaffect.annotations.spaces import (
     is_mtl_header,
     match_header,
 )
+from mmaffect.annotations.video_labels import VideoLabels
 from mmaffect.errors import InputError
 from mmaffect.media.frame_folder import split_subject
 
@@ -340,3 +341,76 @@ def _check_duplicates(path: Path, videos: list[str], numbers: list[int]) -> None
                 offset + 2,
                 f"image {key[0]}/{key[1]:05d}.jpg repeats line {earlier + 2}",
             )
+
+
+def mtl_from_tracks(tracks: dict[str, dict[str, VideoLabels]]) -> MtlLabels:
+    """Join per-video uni-task labels of one split into MTL rows (the frames any track labels).
+
+    A frame gets a row when at least one track annotates it; the tracks that do not are
+    masked (sentinels), exactly as in the organisers' MTL files. 7-class EXPR keeps its
+    indices (``Other`` is never used). AU files must hold the 12 AUs of ABAW2+ (ABAW1's 8 AUs
+    include AU20, which MTL rows have no column for).
+
+    Parameters
+    ----------
+    tracks
+        ``{"EXPR": {video: VideoLabels}, "AU": {...}, "VA": {...}}``; any track may be absent.
+
+    Returns
+    -------
+    MtlLabels
+        Rows ordered by video id, then frame.
+    """
+    videos = sorted({v for labels in tracks.values() for v in labels})
+    parts: list[MtlLabels] = []
+    au_names = [str(n) for n in AU_12.names]
+    for vid in videos:
+        per = {t: labels[vid] for t, labels in tracks.items() if vid in labels}
+        n = max(lab.num_frames for lab in per.values())
+        va = np.full((n, 2), VA_UNANNOTATED, dtype=np.float32)
+        va_mask = np.zeros(n, dtype=bool)
+        expr = np.full(n, -1, dtype=np.int64)
+        au = np.full((n, AU_12.size), -1, dtype=np.int8)
+        if (lab := per.get("VA")) is not None:
+            k = lab.num_frames
+            va[:k], va_mask[:k] = lab.values, lab.mask
+            va[:k][~lab.mask] = VA_UNANNOTATED
+        if (lab := per.get("EXPR")) is not None:
+            k = lab.num_frames
+            expr[:k] = np.where(lab.mask, lab.values, -1)
+        if (lab := per.get("AU")) is not None:
+            k = lab.num_frames
+            if lab.space != AU_12:
+                raise InputError(
+                    f"{lab.path or vid}: {lab.space.describe()} cannot join MTL rows, which hold "
+                    f"the 12 AUs of ABAW2+ ({', '.join(au_names)})",
+                    hint="train the AU track on its own (--task au --edition abaw1)",
+                )
+            au[:k] = np.where(lab.mask, lab.values, -1)
+        au_mask = au != -1
+        keep = va_mask | (expr != -1) | au_mask.any(axis=1)
+        rows = np.flatnonzero(keep)
+        parts.append(
+            MtlLabels(
+                video_ids=np.full(rows.size, vid, dtype=object).astype(str),
+                frames=rows.astype(np.int64),
+                va=va[rows],
+                va_mask=va_mask[rows],
+                expr=expr[rows],
+                expr_mask=expr[rows] != -1,
+                au=au[rows],
+                au_mask=au_mask[rows],
+            )
+        )
+    if not parts:
+        raise InputError("no uni-task labels to join into MTL rows")
+    return MtlLabels(
+        video_ids=np.concatenate([p.video_ids for p in parts]).astype(str),
+        frames=np.concatenate([p.frames for p in parts]),
+        va=np.concatenate([p.va for p in parts]),
+        va_mask=np.concatenate([p.va_mask for p in parts]),
+        expr=np.concatenate([p.expr for p in parts]),
+        expr_mask=np.concatenate([p.expr_mask for p in parts]),
+        au=np.concatenate([p.au for p in parts]),
+        au_mask=np.concatenate([p.au_mask for p in parts]),
+    )

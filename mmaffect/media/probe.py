@@ -322,3 +322,27 @@ def _video_info(path, container, s, count: CountRule, container_duration) -> Vid
         pix_fmt=s.codec_context.pix_fmt,
         vfr=abs(float(fps) - float(nominal)) > 0.01 * float(nominal),
     )
+
+
+def opencv_frame_count(path: str | Path) -> int:
+    """The frame count OpenCV reports (``CAP_PROP_FRAME_COUNT``), as ABAW3 participants read it.
+
+    Their submissions had this count + 1 lines per video (the ``opencv+1`` frame-count rule of
+    ``mmaffect predict``). OpenCV takes it from the container or estimates it from the
+    duration, so it can differ from the frames a decoder yields (:attr:`VideoStreamInfo.frames`).
+
+    Raises
+    ------
+    MediaError
+        OpenCV cannot open the file.
+    """
+    import cv2
+
+    path = Path(path)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise MediaError(f"{path}: OpenCV cannot open this file")
+        return max(0, int(round(cap.get(cv2.CAP_PROP_FRAME_COUNT))))
+    finally:
+        cap.release()

@@ -98,8 +98,10 @@ class FusionModel(AffectModel):
 
     Notes
     -----
-    Without ``frame`` the query is a learned vector (the same for every sample) and is not
-    concatenated into the heads' input. With ``frame`` only, the heads see ``f_img`` alone. If
+    Without ``frame`` each branch's query is a learned vector plus a linear projection of the
+    branch's own middle-frame GRU state (zero at initialisation), so the heads can both pool
+    the window and single out the frame being predicted; nothing extra is concatenated into
+    the heads' input. With ``frame`` only, the heads see ``f_img`` alone. If
     the middle frame has no valid frame feature, ``f_img`` is a learned "missing face" vector.
     """
 
@@ -139,6 +141,12 @@ class FusionModel(AffectModel):
             self.missing_frame = nn.Parameter(torch.zeros(d_model))
         else:
             self.query = nn.Parameter(torch.randn(d_model) * 0.02)
+            self.query_proj = nn.ModuleDict(
+                {m: nn.Linear(2 * gru_hidden, d_model) for m in self.branches}
+            )
+            for proj in self.query_proj.values():  # start as the shared query, learn the rest
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
         self.grus = nn.ModuleDict(
             {m: GRUBranch(self.dims[m], gru_hidden, gru_layers, dropout) for m in self.branches}
         )
@@ -175,11 +183,13 @@ class FusionModel(AffectModel):
             f_img = torch.where(
                 mask[:, mid, None], self.frame_proj(x[:, mid]), self.missing_frame.expand(b, -1)
             )
-            query = f_img
             vectors.append(f_img)
-        else:
-            query = self.query.expand(b, -1)
         for m in self.branches:
             x, mask = inputs[m]
-            vectors.append(self.cross[m](query, self.grus[m](x), mask))
+            states = self.grus[m](x)
+            if "frame" in inputs:
+                query = vectors[0]
+            else:
+                query = self.query + self.query_proj[m](states[:, middle_index(x.shape[1])])
+            vectors.append(self.cross[m](query, states, mask))
         return self.heads(torch.cat(vectors, dim=-1))

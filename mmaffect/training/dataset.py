@@ -29,7 +29,9 @@ EXPR_ABSENT = -1
 AU_ABSENT = -1.0
 VA_ABSENT = -5.0
 
-LabelsArg = Mapping[str, VideoLabels] | MtlLabels | Sequence[Mapping[str, VideoLabels]]
+LabelsArg = (
+    Mapping[str, VideoLabels] | MtlLabels | Sequence[Mapping[str, VideoLabels]] | Sequence[str]
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +210,17 @@ def _targets_from_mtl(mtl: MtlLabels) -> dict[str, _VideoTargets]:
     return out
 
 
+def _every_frame(n: int, n_au: int) -> _VideoTargets:
+    """Every frame of an unlabelled video, targets absent (prediction)."""
+    return _VideoTargets(
+        frames=np.arange(n, dtype=np.int64),
+        expr=np.full(n, EXPR_ABSENT, np.int64),
+        au=np.full((n, n_au), AU_ABSENT, np.float32),
+        va=np.full((n, 2), VA_ABSENT, np.float32),
+        label_count=n,
+    )
+
+
 def _annotated(t: _VideoTargets) -> np.ndarray:
     return (t.expr != EXPR_ABSENT) | (t.au != AU_ABSENT).any(axis=1) | (t.va != VA_ABSENT).all(1)
 
@@ -235,7 +248,8 @@ class WindowDataset(Dataset):
         Feature cache root (or a :class:`FeatureCache`).
     labels
         ``{video_id: VideoLabels}`` of one track; a sequence of such dicts, one per track (EXPR,
-        AU, VA) for multi-task training from uni-task folders; or an :class:`MtlLabels`.
+        AU, VA) for multi-task training from uni-task folders; an :class:`MtlLabels`; or a list
+        of video ids: every frame of those videos, targets absent (for prediction).
     modalities
         Extractors whose ``values`` make the inputs (``frame``, ``clip``, ``speech``, ``word``).
     window
@@ -287,8 +301,11 @@ class WindowDataset(Dataset):
         self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
         self.modalities = tuple(modalities)
         self.window, self.stride, self.tolerance = int(window), int(stride), int(tolerance)
-        self.n_au = _au_size(labels)
-        if isinstance(labels, MtlLabels):
+        unlabelled = isinstance(labels, (list, tuple)) and all(isinstance(v, str) for v in labels)
+        self.n_au = AU_12.size if unlabelled else _au_size(labels)
+        if unlabelled:
+            targets = {vid: None for vid in labels}
+        elif isinstance(labels, MtlLabels):
             targets = _targets_from_mtl(labels)
         elif isinstance(labels, Mapping):
             targets = _targets_from_files([labels], self.n_au)
@@ -300,9 +317,9 @@ class WindowDataset(Dataset):
         self._dropped_unannotated: dict[str, int] = {}
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("vi", "frame", "expr", "au", "va")}
         for vid in sorted(targets):
-            t = targets[vid]
             src = self._open_video(vid, configs)
             n = src.n_frames
+            t = targets[vid] or _every_frame(n, self.n_au)
             excess = t.label_count - n
             too_many = excess > self.tolerance
             too_few = not t.sampled_rows and -excess > self.tolerance
@@ -315,7 +332,7 @@ class WindowDataset(Dataset):
                 )
             inside = t.frames < n
             self._dropped_past_end[vid] = int((~inside).sum())
-            annotated = _annotated(t)
+            annotated = np.ones(len(t.frames), bool) if unlabelled else _annotated(t)
             self._dropped_unannotated[vid] = int((inside & ~annotated).sum())
             rows = np.flatnonzero(inside & annotated)[:: self.stride]
             vi = len(self.videos)

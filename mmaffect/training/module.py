@@ -105,6 +105,9 @@ class AffectModule(L.LightningModule):
         ``{"expr": class names, "au": AU names}`` of the training labels.
     feature_configs
         ``{modality: config hash}`` of the feature cache entries trained on, if known.
+    feature_settings
+        ``{modality: extractor configuration}`` of those entries (their ``meta.json`` config),
+        so that ``predict`` can say which extraction options reproduce them.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class AffectModule(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         label_names: Mapping[str, Sequence[str]] | None = None,
         feature_configs: Mapping[str, str] | None = None,
+        feature_settings: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.task = task.lower()
@@ -153,6 +157,7 @@ class AffectModule(L.LightningModule):
                 "scheduler": dict(DEFAULT_SCHEDULER if scheduler is None else scheduler),
                 "label_names": {k: list(v) for k, v in names.items()},
                 "feature_configs": dict(feature_configs or {}),
+                "feature_settings": dict(feature_settings or {}),
             }
         )
         self._loss_fns = self._make_losses()

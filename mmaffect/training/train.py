@@ -167,24 +167,18 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     tuple
         ``(train_dataset, val_dataset, {"expr": class names, "au": AU names})``.
     """
-    from mmaffect.annotations import (
-        AU_12,
-        EXPR_8,
-        find_mtl_files,
-        read_mtl_file,
-        read_split_folders,
-    )
+    from mmaffect.annotations import AU_12, EXPR_8, read_split_folders
     from mmaffect.training.dataset import WindowDataset
 
     if not config.annotations or not config.cache:
         raise InputError("training needs an annotations folder and a feature cache folder")
     if config.task == "mtl":
-        files = find_mtl_files(config.annotations)
-        splits = {k: read_mtl_file(p) for k, p in files.items()}
+        splits = _mtl_splits(Path(config.annotations))
         names = {"expr": _label_names(EXPR_8), "au": _label_names(AU_12)}
     else:
         splits = read_split_folders(config.annotations, track=config.task.upper())
         first = next(iter(splits["train" if "train" in splits else "validation"].values()))
+        check_edition_layout(config.task, config.edition, first.space, config.annotations)
         names = {config.task: _label_names(first.space)} if config.task != "va" else {}
     for need in ("train", "validation"):
         if need not in splits:
@@ -197,14 +191,80 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     return train_ds, val_ds, names
 
 
-def _entry_hashes(datasets: list[Any]) -> dict[str, str]:
-    """``{modality: config hash}`` when every video used entries of one configuration."""
+def _mtl_splits(folder: Path) -> dict[str, Any]:
+    """MTL rows per split: the organisers' MTL files, else joined uni-task track folders."""
+    from mmaffect.annotations import (
+        find_mtl_files,
+        find_track_folders,
+        mtl_from_tracks,
+        read_mtl_file,
+        read_split_folders,
+    )
+
+    try:
+        files = find_mtl_files(folder)
+    except InputError as no_files:
+        try:
+            tracks = find_track_folders(folder)
+        except InputError:
+            raise InputError(
+                f"{folder}: neither MTL split files nor uni-task track folders",
+                hint="give the folder holding train_set.txt/validation_set.txt, or the one "
+                "holding the EXPR, AU and VA folders (each with Train_Set/Validation_Set); "
+                + (no_files.hint or ""),
+            ) from None
+        per_track = {t: read_split_folders(f, track=t) for t, f in tracks.items()}
+        names = {s for splits in per_track.values() for s in splits}
+        return {
+            split: mtl_from_tracks({t: sp[split] for t, sp in per_track.items() if split in sp})
+            for split in sorted(names)
+        }
+    return {k: read_mtl_file(p) for k, p in files.items()}
+
+
+def check_edition_layout(task: str, edition: str, space: Any, where: Any = None) -> None:
+    """Refuse labels whose layout is not the one ``edition`` scores (7- vs 8-class EXPR, …).
+
+    Raises
+    ------
+    InputError
+        The edition has no such track, or it scores another label space.
+    """
+    from mmaffect import metrics
+    from mmaffect.annotations import label_space_for
+
+    metrics.track_spec(task.upper(), edition)
+    digits = "".join(c for c in edition if c.isdigit())
+    expected = label_space_for(task, int(digits))
+    if space != expected:
+        fits = [
+            f"abaw{e}"
+            for e in range(1, 9)
+            if task.upper() in metrics.edition_tracks(f"abaw{e}")
+            and label_space_for(task, e) == space
+        ]
+        raise InputError(
+            f"{where or 'the labels'}: the files are {space.describe()} but "
+            f"{edition.upper()} scores {expected.describe()}",
+            hint=f"pass the edition of these files (--edition {' or '.join(fits) or '?'})",
+        )
+
+
+def _entry_hashes(datasets: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """``{modality: config hash}`` when every video used entries of one configuration, and
+    ``{modality: configuration}`` of those entries (from their ``meta.json``)."""
+    import json
+
     seen: dict[str, set[str]] = {}
+    settings: dict[str, Any] = {}
     for ds in datasets:
-        for entries in ds.summary()["entries"].values():
-            for m, folder in entries.items():
-                seen.setdefault(m, set()).add(folder.split("-", 1)[-1])
-    return {m: next(iter(h)) for m, h in seen.items() if len(h) == 1}
+        for src in ds.videos:
+            for m, folder in src.entries.items():
+                seen.setdefault(m, set()).add(folder.name.split("-", 1)[-1])
+                if m not in settings:
+                    settings[m] = json.loads((folder / "meta.json").read_text()).get("config")
+    hashes = {m: next(iter(h)) for m, h in seen.items() if len(h) == 1}
+    return hashes, {m: settings[m] for m in hashes}
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -290,7 +350,8 @@ def train(config: TrainConfig) -> TrainResult:
     val_loader = make_loader(
         val_ds, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers
     )
-    feature_configs = dict(config.feature_configs) or _entry_hashes([train_ds, val_ds])
+    hashes, settings = _entry_hashes([train_ds, val_ds])
+    feature_configs = dict(config.feature_configs) or hashes
     module = AffectModule(
         model_name=config.model,
         model_hparams=config.model_hparams,
@@ -305,6 +366,7 @@ def train(config: TrainConfig) -> TrainResult:
         scheduler=config.scheduler,
         label_names=names,
         feature_configs=feature_configs,
+        feature_settings=settings,
     )
     accelerator = _accelerator(config.device)
     precision = config.precision
