@@ -412,3 +412,13 @@ def train_cmd(
     out.print(f"best val/score {score} after {result.epochs} epochs", highlight=False)
     out.print(f"best checkpoint: {result.best_checkpoint}", highlight=False)
     out.print(f"last checkpoint: {result.last_checkpoint}", highlight=False)
+
+
+# Commands defined in their own modules (each adds itself to ``app``).
+from mmaffect.cli import plot as _plot_cmds  # noqa: E402
+from mmaffect.cli import predict as _predict_cmds  # noqa: E402
+from mmaffect.cli import submission as _submission_cmds  # noqa: E402
+
+_predict_cmds.register(app)
+_submission_cmds.register(app)
+_plot_cmds.register(app)

@@ -1,0 +1,157 @@
+"""Expression accuracy of the ``baseline`` predictor on real faces.
+
+Usage::
+
+    python benchmarks/baseline_accuracy.py [--work DIR] [--json F] [--skip-ravdess]
+
+1. **FER2013 PrivateTest** (``../shared/data/images/fer2013_privatetest``, 3,589 faces): the
+   mini-Xception probabilities of each face go through the baseline's own mapping
+   (:func:`mmaffect.predict.baseline.baseline_outputs`, FER2013 → ABAW classes); reported:
+   accuracy and macro-F1 over the 7 classes against the folder labels.
+2. **RAVDESS** (``../shared/data/video/ravdess_av_actor05``, 14 clips of actor 05): the real
+   command ``mmaffect predict CLIPS --out WORK --no-words``; per clip the majority vote of the
+   per-frame expression (frames with a face) against the emotion in the file name
+   (:func:`mmaffect.annotations.ravdess_label`). Also the frame-level accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MMAFFECT_TEST_DATA", REPO.parent / "shared" / "data"))
+MODELS = Path(os.environ.get("MMAFFECT_MODELS", REPO.parent / "shared" / "models"))
+
+
+def macro_f1(pred: np.ndarray, true: np.ndarray, classes: list[int]) -> float:
+    scores = []
+    for c in classes:
+        tp = np.sum((pred == c) & (true == c))
+        denom = np.sum(pred == c) + np.sum(true == c)
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
+
+
+def fer2013(limit: int | None = None) -> dict:
+    import torch
+    from PIL import Image
+
+    from mmaffect.annotations import EXPR_8
+    from mmaffect.nets.mini_xception import FER2013_CLASSES, preprocess_faces
+    from mmaffect.predict.baseline import FER_TO_EXPR
+    from mmaffect.store import resolve
+
+    root = DATA / "images" / "fer2013_privatetest"
+    paths = sorted(root.glob("*/*.jpg")) + sorted(root.glob("*/*.png"))
+    if limit:
+        paths = paths[:: max(1, len(paths) // limit)]
+    from mmaffect.nets.mini_xception import load_mini_xception
+
+    model = load_mini_xception(
+        resolve("fer2013_mini_xception", MODELS if MODELS.is_dir() else None)
+    )
+    names = [str(n) for n in EXPR_8.names]
+    true = np.array([names.index(FER_TO_EXPR[p.parent.name]) for p in paths])
+    probs = []
+    started = time.perf_counter()
+    for i in range(0, len(paths), 256):
+        faces = [np.asarray(Image.open(p).convert("L")) for p in paths[i : i + 256]]
+        with torch.inference_mode():
+            probs.append(torch.softmax(model(preprocess_faces(faces)), -1).numpy())
+    p = np.concatenate(probs)
+    columns = [f"p_{c}" for c in FER2013_CLASSES]
+    expr = _baseline_expr(p, columns)
+    pred = expr.argmax(1)
+    classes = sorted(set(true.tolist()))
+    return {
+        "faces": len(paths),
+        "accuracy": round(float(np.mean(pred == true)), 4),
+        "macro_f1": round(macro_f1(pred, true, classes), 4),
+        "chance_macro_f1": round(1 / len(classes), 3),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _blendshapes() -> list[str]:
+    from mmaffect.predict.baseline import AU_FROM_BLENDSHAPES
+
+    return sorted({s for shapes in AU_FROM_BLENDSHAPES.values() for s in shapes})
+
+
+def _baseline_expr(fer_probs: np.ndarray, fer_columns: list[str]) -> np.ndarray:
+    """The baseline's EXPR output for clip rows that hold only these FER probabilities."""
+    from mmaffect.predict.baseline import baseline_outputs
+
+    shapes = [f"bs_{s}" for s in _blendshapes()]
+    rows = np.concatenate([fer_probs, np.zeros((len(fer_probs), len(shapes)), np.float32)], 1)
+    return baseline_outputs(rows, fer_columns + shapes)["expr"]
+
+
+def ravdess(work: Path) -> dict:
+    from mmaffect.annotations import EXPR_8, ravdess_label
+    from mmaffect.predict import load_prediction
+
+    clips = DATA / "video" / "ravdess_av_actor05"
+    cmd = [sys.executable, "-m", "mmaffect", "predict", str(clips), "--out", str(work),
+           "--no-words", "--no-progress"]  # fmt: skip
+    started = time.perf_counter()
+    env = dict(os.environ)
+    if MODELS.is_dir():
+        env.setdefault("MMAFFECT_MODELS", str(MODELS))
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    names = [str(n) for n in EXPR_8.names]
+    rows, frame_hits, frame_total = [], 0, 0
+    for npz in sorted((work / "predictions").glob("*.npz")):
+        pred = load_prediction(npz)
+        truth = ravdess_label(pred.video_id + ".mp4")
+        labels = pred.expr_labels[pred.face_found]
+        vote = Counter(labels.tolist()).most_common(1)[0][0]
+        frame_hits += int(np.sum(labels == truth))
+        frame_total += len(labels)
+        rows.append({"clip": pred.video_id, "truth": names[truth], "vote": names[vote]})
+    correct = sum(r["truth"] == r["vote"] for r in rows)
+    return {
+        "clips": len(rows),
+        "clip_accuracy": round(correct / len(rows), 4),
+        "correct": correct,
+        "frame_accuracy": round(frame_hits / max(1, frame_total), 4),
+        "per_clip": rows,
+        "seconds": round(seconds, 1),
+        "command": " ".join(cmd[2:]),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--skip-ravdess", action="store_true")
+    ap.add_argument("--fer-limit", type=int, default=None, help="use about this many faces")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="mmaffect_baseline_"))
+    result = {"fer2013": fer2013(args.fer_limit)}
+    if not args.skip_ravdess:
+        result["ravdess"] = ravdess(work)
+    for part, values in result.items():
+        for k, v in values.items():
+            if k != "per_clip":
+                print(f"{part:8s} {k:18s} {v}")
+        for row in values.get("per_clip", []):
+            print(f"{part:8s} {row['clip']:24s} truth {row['truth']:10s} vote {row['vote']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

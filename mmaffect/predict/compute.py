@@ -1,0 +1,390 @@
+"""From cached features to a :class:`VideoPrediction`: predictors, fill rule, smoothing.
+
+Two predictors produce raw per-frame outputs from the feature cache:
+
+- :class:`BaselinePredictor`: the pretrained components alone (:mod:`mmaffect.predict.baseline`);
+- :class:`CheckpointPredictor`: a model trained with ``mmaffect train``, run over a window
+  centred on every frame (the windows of training,
+  :class:`~mmaffect.training.dataset.WindowDataset`).
+
+Then :func:`fill_missing` replaces the outputs of frames without a face (interpolation or hold)
+and :func:`smooth` averages them over a centred window. See ``docs/predict.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from mmaffect.annotations import EXPR_8
+from mmaffect.errors import InputError
+from mmaffect.features.cache import FeatureCache
+from mmaffect.predict.baseline import BASELINE_AU_NAMES, baseline_outputs
+from mmaffect.predict.result import VideoPrediction
+
+__all__ = [
+    "FILL_RULES",
+    "BaselinePredictor",
+    "CheckpointPredictor",
+    "FaceTrack",
+    "fill_missing",
+    "read_face_track",
+    "read_words",
+    "smooth",
+]
+
+FillRule = Literal["interpolate", "hold", "model"]
+FILL_RULES: tuple[str, ...] = ("auto", "interpolate", "hold", "model")
+HEADS = ("expr", "va", "au")
+
+
+def _entry(cache: FeatureCache, video_id: str, extractor: str, wanted: str | None = None):
+    from mmaffect.training.dataset import find_entries
+
+    folder = find_entries(cache, video_id, [extractor], {extractor: wanted} if wanted else None)
+    return folder[extractor]
+
+
+def _meta(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "meta.json").read_text())
+
+
+class FaceTrack:
+    """Face evidence of one video from its ``faces`` entry (and the clip entry's head pose)."""
+
+    def __init__(self, found, score, box, head_pose, fps: float, n: int, start: float = 0.0):
+        self.found = np.asarray(found, bool)
+        self.score = np.asarray(score, np.float32)
+        self.box = np.asarray(box, np.float32)
+        self.head_pose = head_pose
+        self.fps = float(fps)
+        self.n = int(n)
+        self.start = float(start)
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.start + np.arange(self.n) / self.fps
+
+
+def read_face_track(cache: FeatureCache, video_id: str) -> FaceTrack:
+    """The tracked face of every frame (``faces`` entry) and head pose (``clip`` entry, if any).
+
+    Raises
+    ------
+    InputError
+        The video has no ``faces`` entry (``mmaffect extract --modalities faces`` makes it).
+    """
+    folder = _entry(cache, video_id, "faces")
+    meta = _meta(folder)
+    n, fps = int(meta["timing"]["n_frames"]), float(meta["timing"]["fps"])
+    found = np.load(folder / "found.npy")
+    box = np.where(found[:, None], np.load(folder / "box.npy"), np.nan).astype(np.float32)
+    score = np.where(found, np.load(folder / "score.npy"), 0).astype(np.float32)
+    pose = None
+    try:
+        clip = _entry(cache, video_id, "clip")
+    except InputError:
+        clip = None
+    if clip is not None:
+        cols = _meta(clip)["columns"]
+        values = np.load(clip / "values.npy", mmap_mode="r")
+        idx = [cols.index(c) for c in ("yaw", "pitch", "roll")]
+        valid = np.load(clip / "valid.npy") if (clip / "valid.npy").is_file() else found
+        pose = np.where(valid[:, None], np.asarray(values[:, idx]), np.nan).astype(np.float32)
+    return FaceTrack(found, score, box, pose, fps, n, float(meta["timing"].get("start", 0.0)))
+
+
+def read_words(cache: FeatureCache, video_id: str, n: int) -> list[str]:
+    """The word spoken at each frame from the ``word`` entry; ``""`` everywhere when none."""
+    try:
+        folder = _entry(cache, video_id, "word")
+    except InputError:
+        return [""] * n
+    words = _meta(folder).get("words", [])
+    index = np.load(folder / "word_index.npy")
+    if len(index) != n:
+        return [""] * n
+    return [words[i] if 0 <= i < len(words) else "" for i in index.tolist()]
+
+
+# ------------------------------------------------------------------------------------ predictors
+
+
+class BaselinePredictor:
+    """EXPR, VA and AU outputs from the ``clip`` entry (FER2013 probabilities, blendshapes)."""
+
+    name = "baseline"
+    modalities: tuple[str, ...] = ("clip",)
+    heads = HEADS
+    uses_audio = False
+    expr_names = tuple(str(n) for n in EXPR_8.names)
+    au_names = BASELINE_AU_NAMES
+
+    def describe(self) -> dict[str, Any]:
+        from mmaffect.predict.baseline import describe
+
+        return {"predictor": "baseline", **describe()}
+
+    def outputs(self, cache: FeatureCache, video_id: str) -> dict[str, np.ndarray]:
+        folder = _entry(cache, video_id, "clip")
+        values = np.load(folder / "values.npy", mmap_mode="r")
+        return baseline_outputs(np.asarray(values), _meta(folder)["columns"])
+
+
+class CheckpointPredictor:
+    """A model trained with ``mmaffect train``: outputs for the window centred on every frame.
+
+    Parameters
+    ----------
+    checkpoint
+        A ``.ckpt`` written by ``mmaffect train``.
+    modalities
+        Branches to feed; default the checkpoint's. A branch the checkpoint was trained with
+        may be left out (its inputs are then fully masked, which every registry model accepts:
+        a learned null key/value or "missing" vector stands in); one it was not trained with is
+        an error.
+    device, batch_size
+        Where and how many windows at a time.
+    """
+
+    name = "checkpoint"
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        modalities: Sequence[str] | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+    ):
+        from mmaffect.training.module import AffectModule
+
+        self.checkpoint = Path(checkpoint)
+        if not self.checkpoint.is_file():
+            raise InputError(f"{self.checkpoint}: no such checkpoint file")
+        try:
+            self.module = AffectModule.load_from_checkpoint(
+                str(self.checkpoint), map_location=device
+            )
+        except Exception as e:  # noqa: BLE001 - torch/lightning raise many kinds
+            raise InputError(
+                f"{self.checkpoint}: not a checkpoint written by mmaffect train ({e})"
+            ) from e
+        self.module.eval()
+        hp = self.module.hparams
+        self.trained_modalities = tuple(hp["modalities"])
+        wanted = tuple(modalities) if modalities else self.trained_modalities
+        extra = [m for m in wanted if m not in self.trained_modalities]
+        if extra:
+            raise InputError(
+                f"{self.checkpoint.name} was trained with {','.join(self.trained_modalities)}; "
+                f"it cannot use {','.join(extra)}",
+                hint="--modalities may only leave out branches the checkpoint has",
+            )
+        self.modalities = wanted
+        self.dropped = tuple(m for m in self.trained_modalities if m not in wanted)
+        self.heads = tuple(self.module.heads)
+        self.window = int(hp["window"])
+        self.task = str(hp["task"])
+        self.edition = str(hp["edition"])
+        names = hp.get("label_names", {})
+        self.expr_names = tuple(names.get("expr", [str(n) for n in EXPR_8.names]))
+        self.au_names = tuple(names.get("au", []))
+        if "au" in self.heads and not self.au_names:
+            from mmaffect.annotations import AU_12
+
+            self.au_names = tuple(str(n) for n in AU_12.names)
+        self.feature_configs = dict(hp.get("feature_configs") or {})
+        self.dims = dict(self.module.model.hparams.get("dims", {}))
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.uses_audio = any(m in ("speech", "word") for m in self.modalities)
+
+    def describe(self) -> dict[str, Any]:
+        hp = self.module.hparams
+        return {
+            "predictor": str(self.checkpoint),
+            "model": hp["model_name"],
+            "task": self.task,
+            "edition": self.edition,
+            "window": self.window,
+            "modalities": list(self.modalities),
+            "dropped_modalities": list(self.dropped),
+            "feature_configs": self.feature_configs,
+        }
+
+    def outputs(self, cache: FeatureCache, video_id: str) -> dict[str, np.ndarray]:
+        import torch
+
+        from mmaffect.training.dataset import WindowDataset, make_loader
+
+        configs = {m: h for m, h in self.feature_configs.items() if m in self.modalities}
+        try:
+            ds = WindowDataset(
+                cache, [video_id], self.modalities, window=self.window, configs=configs or None
+            )
+        except InputError as e:
+            settings = self.module.hparams.get("feature_settings") or {}
+            trained = "; ".join(
+                f"{m}: {json.dumps(settings[m], sort_keys=True)}" for m in configs if m in settings
+            )
+            raise InputError(
+                f"{e.message} (the checkpoint was trained on features with config hashes "
+                f"{', '.join(f'{m} {h[:12]}' for m, h in configs.items())})",
+                hint="extract with the options used for training"
+                + (f" ({trained})" if trained else ""),
+            ) from e
+        loader = make_loader(ds, batch_size=self.batch_size, shuffle=False)
+        parts: dict[str, list[np.ndarray]] = {h: [] for h in self.heads}
+        with torch.no_grad():
+            for batch in loader:
+                b, t = batch["frame"].shape[0], self.window
+                for m in self.dropped:
+                    batch[f"feat_{m}"] = torch.zeros(b, t, int(self.dims[m]))
+                    batch[f"mask_{m}"] = torch.zeros(b, t, dtype=torch.bool)
+                batch = {
+                    k: v.to(self.device) if isinstance(v, torch.Tensor) else v
+                    for k, v in batch.items()
+                }
+                out = self.module(batch)
+                if "expr" in out:
+                    parts["expr"].append(torch.softmax(out["expr"].float(), -1).cpu().numpy())
+                if "au" in out:
+                    parts["au"].append(torch.sigmoid(out["au"].float()).cpu().numpy())
+                if "va" in out:
+                    parts["va"].append(out["va"].float().clamp(-1, 1).cpu().numpy())
+        return {h: np.concatenate(v).astype(np.float32) for h, v in parts.items() if v}
+
+
+# ------------------------------------------------------------------------------------ fill, smooth
+
+
+def fill_missing(
+    outputs: dict[str, np.ndarray], has_face: np.ndarray, rule: FillRule
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Replace the outputs of frames without a face.
+
+    Parameters
+    ----------
+    outputs
+        ``{"expr": (n, C) probabilities, "va": (n, 2), "au": (n, K) probabilities}``.
+    has_face
+        ``(n,)`` bool.
+    rule
+        ``interpolate``: linear in time between the nearest frames with a face (the first and
+        last such frames are held towards the ends); ``hold``: the last frame with a face (the
+        first one before it); ``model``: keep the predictor's outputs.
+
+    Returns
+    -------
+    tuple
+        The new outputs and the ``(n,)`` mask of filled frames. A video with no face at all
+        gets the prior of no evidence: Neutral with probability 1, valence and arousal 0, no AU.
+    """
+    has_face = np.asarray(has_face, bool)
+    n = has_face.shape[0]
+    if rule == "model" or has_face.all():
+        return outputs, np.zeros(n, bool)
+    if rule not in ("interpolate", "hold"):
+        raise InputError(f"unknown fill rule {rule!r}", hint="interpolate, hold or model")
+    filled = ~has_face
+    out = {}
+    if not has_face.any():
+        for head, arr in outputs.items():
+            prior = np.zeros_like(arr)
+            if head == "expr":
+                prior[:, 0] = 1.0  # Neutral
+            out[head] = prior
+        return out, filled
+    good = np.flatnonzero(has_face)
+    frames = np.arange(n)
+    if rule == "hold":
+        last = np.maximum.accumulate(np.where(has_face, frames, -1))
+        source = np.where(last >= 0, last, good[0])
+    for head, arr in outputs.items():
+        if rule == "hold":
+            out[head] = arr[source].astype(np.float32)
+            continue
+        new = arr.astype(np.float32).copy()
+        for j in range(arr.shape[1]):
+            new[filled, j] = np.interp(frames[filled], good, arr[good, j])
+        out[head] = new
+    return out, filled
+
+
+def smooth(outputs: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
+    """Centred moving average over ``frames`` frames (odd; 1 = unchanged), edges repeated.
+
+    EXPR rows are renormalised to sum to 1 (they already do: an average of distributions).
+    """
+    if frames <= 1:
+        return outputs
+    from scipy.ndimage import uniform_filter1d
+
+    size = frames if frames % 2 else frames + 1
+    out = {}
+    for head, arr in outputs.items():
+        s = uniform_filter1d(arr.astype(np.float64), size=size, axis=0, mode="nearest")
+        if head == "expr":
+            s /= np.maximum(s.sum(axis=1, keepdims=True), 1e-12)
+        out[head] = s.astype(np.float32)
+    return out
+
+
+def build_prediction(
+    predictor: BaselinePredictor | CheckpointPredictor,
+    cache: FeatureCache,
+    video_id: str,
+    *,
+    fill: str = "auto",
+    smooth_seconds: float = 0.0,
+) -> VideoPrediction:
+    """Outputs of ``predictor`` for every frame of ``video_id``, filled and smoothed.
+
+    ``fill="auto"`` interpolates over frames without a face when the predictor sees faces
+    only, and keeps the model's outputs when it also hears the audio (speech or word branch).
+    """
+    faces = read_face_track(cache, video_id)
+    raw = predictor.outputs(cache, video_id)
+    n = faces.n
+    for head, arr in raw.items():
+        if len(arr) != n:
+            raise InputError(
+                f"{video_id}: the {head} outputs have {len(arr)} rows for {n} frames",
+                hint="re-extract the video's features (mmaffect extract --force)",
+            )
+    rule = fill
+    if rule == "auto":
+        rule = "model" if predictor.uses_audio else "interpolate"
+    filled_out, filled = fill_missing(raw, faces.found, rule)  # type: ignore[arg-type]
+    k = int(round(smooth_seconds * faces.fps)) if smooth_seconds > 0 else 1
+    final = smooth(filled_out, k)
+    meta = {
+        "fill": rule,
+        "smooth_frames": k if k > 1 else 0,
+        "decoded_frames": n,
+        **predictor.describe(),
+    }
+    return VideoPrediction(
+        video_id=video_id,
+        fps=faces.fps,
+        times=faces.times,
+        expr_probs=final.get("expr"),
+        expr_names=predictor.expr_names,
+        va=final.get("va"),
+        au_probs=final.get("au"),
+        au_names=predictor.au_names,
+        face_found=faces.found,
+        face_score=faces.score,
+        face_box=faces.box,
+        head_pose=faces.head_pose,
+        words=read_words(cache, video_id, n),
+        filled=filled,
+        predictor="baseline"
+        if isinstance(predictor, BaselinePredictor)
+        else str(predictor.checkpoint),
+        meta=meta,
+    )

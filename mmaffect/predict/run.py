@@ -1,0 +1,418 @@
+"""``mmaffect predict``: from videos to per-frame predictions, challenge files, tables and plots.
+
+Steps, each resumable:
+
+1. extract the features the predictor needs into the feature cache (``mmaffect extract``);
+2. per video: outputs for every frame (:mod:`mmaffect.predict.compute`), the fill rule for
+   frames without a face, optional smoothing, the frame-count rule; saved as
+   ``OUT/predictions/<video>.npz`` (a video whose file is there and newer than its features is
+   not recomputed);
+3. per video: the plain table ``OUT/table/<video>.csv`` and, for ABAW1-3, the per-video challenge
+   files ``OUT/<edition>/<TRACK>/<video>.txt``;
+4. at the end: the single-file formats (ABAW5/6/8 template files, the MTL file) from every
+   video's predictions, ``OUT/run.json``, and plots when asked.
+
+See ``docs/predict.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mmaffect.batch import BatchReport, Skip, print_summary, run_batch
+from mmaffect.errors import InputError, MmaffectError
+from mmaffect.features.cache import FeatureCache
+from mmaffect.predict.result import VideoPrediction, load_prediction, save_prediction
+
+__all__ = ["FRAME_COUNT_RULES", "PredictOptions", "PredictReport", "predict"]
+
+FRAME_COUNT_RULES = ("decoded", "opencv+1")
+TASK_TRACKS = {"expr": ("EXPR",), "va": ("VA",), "au": ("AU",), "mtl": ("MTL",)}
+RUN_FILE = "run.json"
+
+
+@dataclass
+class PredictOptions:
+    """Settings of one ``predict`` run (the CLI's options)."""
+
+    checkpoint: Path | None = None
+    tasks: tuple[str, ...] | None = None  # expr, va, au, mtl; default: the predictor's
+    edition: str = "abaw3"
+    modalities: tuple[str, ...] | None = None
+    templates: tuple[Path, ...] = ()
+    image_list: Path | None = None
+    fill: str = "auto"
+    smooth: float = 0.0
+    frame_count: str = "decoded"
+    table_format: str = "csv"
+    words: bool = True
+    plots: bool = False
+    overlay: bool = False
+    force: bool = False
+    device: str = "cpu"
+    batch_size: int = 16
+    cache: Path | None = None
+    extract: Any = None  # ExtractOptions for the feature extraction (models dir, face config…)
+
+
+@dataclass
+class PredictReport:
+    batch: BatchReport
+    out: Path
+    predictor: str
+    videos: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return self.batch.exit_code
+
+
+def _tracks(tasks: Sequence[str], heads: Sequence[str]) -> list[str]:
+    tracks: list[str] = []
+    for t in tasks:
+        if t not in TASK_TRACKS:
+            raise InputError(f"unknown task {t!r}", hint="expr, va, au or mtl")
+        tracks += TASK_TRACKS[t]
+    need = {"EXPR": "expr", "VA": "va", "AU": "au"}
+    for track in tracks:
+        heads_needed = ["expr", "va", "au"] if track == "MTL" else [need[track]]
+        missing = [h for h in heads_needed if h not in heads]
+        if missing:
+            raise InputError(
+                f"the predictor has no {'/'.join(missing)} output for the {track} track",
+                hint=f"its outputs: {', '.join(heads)}",
+            )
+    return tracks
+
+
+def _make_predictor(opts: PredictOptions):
+    from mmaffect.predict.compute import BaselinePredictor, CheckpointPredictor
+
+    if opts.checkpoint is None:
+        if opts.modalities and set(opts.modalities) - {"clip"}:
+            raise InputError(
+                "the baseline predictor uses the clip branch only (FER2013 probabilities and "
+                "MediaPipe blendshapes)",
+                hint="pass --checkpoint to use other modalities",
+            )
+        return BaselinePredictor()
+    return CheckpointPredictor(
+        opts.checkpoint, opts.modalities, device=opts.device, batch_size=max(16, opts.batch_size)
+    )
+
+
+def _has_audio(source) -> bool:
+    if source.audio_path is None:
+        return False
+    from mmaffect.media.probe import probe
+
+    return probe(source.audio_path, count="header").has_audio
+
+
+def _frame_count(source, rule: str, decoded: int) -> tuple[int, str]:
+    if rule == "decoded":
+        return decoded, f"decoded frames ({decoded})"
+    if rule == "opencv+1":
+        if source.kind != "video":
+            return decoded, f"decoded frames ({decoded}; OpenCV counts only video files)"
+        from mmaffect.media.probe import opencv_frame_count
+
+        n = opencv_frame_count(source.path) + 1
+        return n, f"OpenCV count + 1 ({n}; {decoded} decoded)"
+    raise InputError(f"unknown frame-count rule {rule!r}", hint=" or ".join(FRAME_COUNT_RULES))
+
+
+def _fresh(npz: Path, cache: FeatureCache, video_id: str, signature: dict[str, Any]) -> bool:
+    """An earlier prediction with the same settings, newer than every feature entry used."""
+    if not npz.is_file():
+        return False
+    try:
+        old = load_prediction(npz)
+    except MmaffectError:
+        return False
+    if old.meta.get("signature") != signature:
+        return False
+    newest = max(
+        (p.stat().st_mtime for p in cache.entries(video_id) if (p / "meta.json").is_file()),
+        default=0.0,
+    )
+    return npz.stat().st_mtime >= newest
+
+
+def predict(
+    inputs: Sequence[str | Path] | None,
+    out: str | Path,
+    options: PredictOptions | None = None,
+    *,
+    sources: Sequence[Any] | None = None,
+    console: Console | None = None,
+    progress: bool = True,
+    debug: bool = False,
+) -> PredictReport:
+    """Predict every frame of every input and write the outputs under ``out``.
+
+    Returns
+    -------
+    PredictReport
+        Per-video results (frames, faces, filled frames, frame-count rule, files) and
+        ``exit_code`` (1 when any video failed).
+    """
+    from dataclasses import replace
+
+    from mmaffect.extraction import ExtractOptions
+    from mmaffect.extraction import extract as run_extract
+    from mmaffect.media import discover
+    from mmaffect.predict.compute import build_prediction
+
+    opts = options or PredictOptions()
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = _make_predictor(opts)
+    tasks = opts.tasks or (
+        ("expr", "va", "au") if predictor.name == "baseline" else (predictor.task,)
+    )
+    tracks = _tracks(tasks, predictor.heads)
+    if opts.frame_count not in FRAME_COUNT_RULES:
+        raise InputError(
+            f"unknown frame-count rule {opts.frame_count!r}", hint=" or ".join(FRAME_COUNT_RULES)
+        )
+    plan = _writer_plan(tracks, opts)
+    if sources is None:
+        sources = discover(inputs or [], fps=None)
+    cache = FeatureCache(opts.cache or out / "cache")
+    needed = set(predictor.modalities) | {"faces"}
+    if opts.words:
+        needed.add("word")
+    ext = opts.extract or ExtractOptions()
+    ext = replace(
+        ext,
+        modalities=tuple(m for m in ("faces", "frame", "clip", "speech", "word") if m in needed),
+        device=opts.device,
+        batch_size=opts.batch_size,
+    )
+    console.print(
+        f"predict: {len(sources)} input(s), predictor [bold]{predictor.describe()['predictor']}"
+        f"[/], tracks {', '.join(tracks)} ({opts.edition.upper()}), features → {cache.root}",
+        highlight=False,
+    )
+    if predictor.name == "baseline":
+        console.print(
+            "[yellow]baseline predictor[/]: pretrained components only (FER2013 expressions, "
+            "MediaPipe blendshapes), not trained on Aff-Wild2; challenge-grade results need a "
+            "trained checkpoint (--checkpoint).",
+            highlight=False,
+        )
+    extraction = run_extract(
+        sources=sources, cache=cache.root, options=ext, console=console, progress=progress,
+        debug=debug,
+    )  # fmt: skip
+    failed_extraction = {r.name: r.message for r in extraction.batch.failed}
+    signature = {
+        "predictor": predictor.describe(),
+        "fill": opts.fill,
+        "smooth": opts.smooth,
+        "frame_count": opts.frame_count,
+        "words": opts.words,
+    }
+    report = PredictReport(BatchReport(), out, predictor.describe()["predictor"])
+    pred_dir = out / "predictions"
+
+    def work(source) -> str | None:
+        vid = source.id
+        if vid in failed_extraction:
+            raise InputError(f"feature extraction failed: {failed_extraction[vid]}")
+        if predictor.uses_audio and not _has_audio(source):
+            used = [m for m in predictor.modalities if m in ("speech", "word")]
+            raise InputError(
+                f"{vid} has no audio track but the checkpoint uses {','.join(used)}",
+                hint="leave those branches out with --modalities "
+                + ",".join(m for m in predictor.modalities if m not in used),
+            )
+        if predictor.name == "baseline" and source.kind == "audio":
+            raise Skip("audio only: the baseline needs faces (a speech/word checkpoint does not)")
+        npz = pred_dir / f"{vid}.npz"
+        if not opts.force and _fresh(npz, cache, vid, signature):
+            pred = load_prediction(npz)
+            _write_video_files(pred, out, plan, opts)
+            report.videos[vid] = _video_summary(pred)
+            raise Skip("predictions up to date")
+        pred = build_prediction(predictor, cache, vid, fill=opts.fill, smooth_seconds=opts.smooth)
+        n, rule_text = _frame_count(source, opts.frame_count, len(pred))
+        pred = pred.with_length(n)
+        pred.meta.update(
+            {
+                "frame_count_rule": opts.frame_count,
+                "frame_count": rule_text,
+                "source": str(source.path),
+                "signature": signature,
+                "edition": opts.edition,
+            }
+        )
+        save_prediction(pred, npz)
+        files = _write_video_files(pred, out, plan, opts)
+        report.videos[vid] = _video_summary(pred)
+        report.files += [str(f) for f in files]
+        return f"{len(pred)} lines ({rule_text}), {int(pred.filled.sum())} filled"
+
+    report.batch = run_batch(
+        list(sources), work, name=lambda s: s.id, console=console, debug=debug,
+        title="predict summary",
+    )  # fmt: skip
+    batch_items = len(report.batch.results)
+    done = [s.id for s in sources if s.id in report.videos]
+    try:
+        report.files += [str(f) for f in _write_single_files(done, pred_dir, out, plan, opts)]
+    except MmaffectError as e:
+        console.print(f"[red]✗[/] challenge file: {e.one_line()}", highlight=False)
+        report.batch.results.append(_failed_item("challenge file", e.one_line()))
+    if opts.plots or opts.overlay:
+        _plots(done, pred_dir, out, opts, report, console, debug)
+    report.seconds = time.perf_counter() - started
+    _write_run_file(report, opts, predictor, tracks)
+    _print_closing(report, console, predictor.name == "baseline", batch_items)
+    return report
+
+
+def _failed_item(name: str, message: str):
+    from mmaffect.batch import ItemResult
+
+    return ItemResult(name, "failed", message)
+
+
+def _count_words(words: list[str]) -> int:
+    """Spoken words: runs of frames with the same non-empty word."""
+    return sum(1 for i, w in enumerate(words) if w and (i == 0 or words[i - 1] != w))
+
+
+def _video_summary(pred: VideoPrediction) -> dict[str, Any]:
+    return {
+        "frames": len(pred),
+        "decoded_frames": int(pred.meta.get("decoded_frames", len(pred))),
+        "faces_found": int(pred.face_found.sum()),
+        "filled": int(pred.filled.sum()),
+        "frame_count": pred.meta.get("frame_count", ""),
+        "fill": pred.meta.get("fill", ""),
+        "words": sum(
+            1 for i, w in enumerate(pred.words) if w and (i == 0 or pred.words[i - 1] != w)
+        ),
+    }
+
+
+# ------------------------------------------------------------------------------------ writers
+
+
+@dataclass
+class _Plan:
+    per_video: list[tuple[str, Any]]  # (folder name, writer)
+    single: list[tuple[str, Any]]  # (file name, writer)
+    notes: list[str]
+
+
+def _writer_plan(tracks: Sequence[str], opts: PredictOptions) -> _Plan:
+    """Which challenge writers this run uses, from the tracks, the edition and the templates."""
+    from mmaffect import metrics
+    from mmaffect.submission import template_track, writer_for
+
+    edition = opts.edition.lower()
+    templates: dict[str, Path] = {}
+    for t in opts.templates:
+        track = template_track(t)
+        if track in templates:
+            raise InputError(f"two --template files for the {track} track")
+        templates[track] = Path(t)
+    plan = _Plan([], [], [])
+    for track in tracks:
+        metrics.track_spec(track, edition)  # the edition must have run this track
+        writer = writer_for(
+            track, edition, template=templates.get(track), image_list=opts.image_list
+        )
+        if writer is None:
+            plan.notes.append(
+                f"{track}: {edition.upper()} submissions are built from the organisers' "
+                + ("image list (--image-list)" if track == "MTL" else "template (--template)")
+                + "; none given, so no challenge file (the table has every prediction)"
+            )
+            continue
+        if getattr(writer, "per_video", False):
+            plan.per_video.append((f"{edition}/{track}", writer))
+        else:
+            plan.single.append((f"{edition}/{track}.txt", writer))
+    return plan
+
+
+def _write_video_files(pred: VideoPrediction, out: Path, plan: _Plan, opts: PredictOptions):
+    from mmaffect.submission import TableWriter
+
+    files = [TableWriter(opts.table_format).write_video(pred, out / "table")]
+    for folder, writer in plan.per_video:
+        files.append(writer.write_video(pred, out / folder))
+    return files
+
+
+def _write_single_files(done, pred_dir, out, plan: _Plan, opts) -> list[Path]:
+    if not plan.single:
+        return []
+    preds = {vid: load_prediction(pred_dir / f"{vid}.npz") for vid in done}
+    return [writer.write_all(preds, out / name) for name, writer in plan.single]
+
+
+def _plots(done, pred_dir, out, opts, report, console, debug) -> None:
+    from mmaffect.plots import plot_predictions
+
+    paths = [pred_dir / f"{vid}.npz" for vid in done]
+    sub = plot_predictions(paths, out / "plots", overlay=opts.overlay, console=console, debug=debug)
+    for r in sub.failed:
+        report.batch.results.append(_failed_item(f"plot {r.name}", r.message))
+
+
+def _write_run_file(report: PredictReport, opts: PredictOptions, predictor, tracks) -> None:
+    from mmaffect import __version__
+    from mmaffect.atomic import atomic_write_text
+
+    info = {
+        "mmaffect": __version__,
+        "predictor": predictor.describe(),
+        "baseline": predictor.name == "baseline",
+        "tracks": list(tracks),
+        "edition": opts.edition,
+        "fill": opts.fill,
+        "smooth_seconds": opts.smooth,
+        "frame_count_rule": opts.frame_count,
+        "videos": report.videos,
+        "failed": {r.name: r.message for r in report.batch.failed},
+        "seconds": round(report.seconds, 2),
+    }
+    atomic_write_text(report.out / RUN_FILE, json.dumps(info, indent=2, default=str) + "\n")
+
+
+def _print_closing(
+    report: PredictReport, console: Console, baseline: bool, batch_items: int
+) -> None:
+    from rich.table import Table
+
+    if report.videos:
+        table = Table(title="predictions", title_justify="left")
+        for col in ("video", "frames", "faces", "filled", "frame count", "words"):
+            table.add_column(col, justify="left" if col in ("video", "frame count") else "right")
+        for vid, v in report.videos.items():
+            pct = 100 * v["faces_found"] / max(1, v["decoded_frames"])
+            table.add_row(
+                vid, str(v["frames"]), f"{pct:.0f}%", str(v["filled"]), v["frame_count"],
+                str(v["words"]),
+            )  # fmt: skip
+        console.print(table)
+    who = "the BASELINE predictor (not a trained model)" if baseline else report.predictor
+    console.print(f"predictions by {who} in {report.out} ({report.seconds:.1f} s)", highlight=False)
+    if len(report.batch.results) > batch_items:  # challenge-file or plot failures after the batch
+        print_summary(report.batch, console, title="predict summary")
