@@ -86,7 +86,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--cache", file_okay=False, help="Feature cache (default OUT/cache)."),
         ] = None,
-        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        device: Annotated[
+            str, typer.Option(help="auto (cuda when available), cpu or cuda.")
+        ] = "auto",
         batch_size: Annotated[int, typer.Option(min=1, help="Frames per batch (vision).")] = 16,
         detect_size: Annotated[
             int, typer.Option(min=64, help="Longest side frames are scaled to for detection.")

@@ -56,7 +56,7 @@ class PredictOptions:
     plots: bool = False
     overlay: bool = False
     force: bool = False
-    device: str = "cpu"
+    device: str = "auto"  # auto: cuda when available, else cpu
     batch_size: int = 16
     cache: Path | None = None
     extract: Any = None  # ExtractOptions for the feature extraction (models dir, face config…)
@@ -174,6 +174,10 @@ def predict(
     from mmaffect.predict.compute import build_prediction
 
     opts = options or PredictOptions()
+    if opts.device == "auto":
+        import torch
+
+        opts = replace(opts, device="cuda" if torch.cuda.is_available() else "cpu")
     console = console or Console(stderr=True)
     started = time.perf_counter()
     out = Path(out)
