@@ -551,24 +551,10 @@ def render_overlay(
     painter = _OverlayPainter(pred, width, height, round(trail_seconds * float(fps)))
 
     audio = info.audio[0] if info.audio else None
-    args = [
-        ffmpeg.ffmpeg_binary(),
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "rawvideo",
-        "-pix_fmt",
-        "rgb24",
-        "-s",
-        f"{width}x{height}",
-        "-r",
-        f"{fps.numerator}/{fps.denominator}",
-        "-i",
-        "pipe:0",
-    ]
+    args = ffmpeg.quiet_command(
+        "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+        "-r", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0",
+    )  # fmt: skip
     if audio is not None:
         # The audio is cut at the video's end (an input limit: `-shortest` would cut the video
         # instead when the audio is the shorter one).

@@ -91,7 +91,7 @@ def load_audio(
         )
     args = ffmpeg.compile_args(_audio_stream_output(path, sample_rate, stream_index))
     proc = subprocess.run(
-        [ffmpeg.ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *args],
+        ffmpeg.quiet_command(*args),
         capture_output=True,
     )
     if proc.returncode != 0:
@@ -129,7 +129,7 @@ def iter_audio(
         return
     args = ffmpeg.compile_args(_audio_stream_output(path, sample_rate, stream_index))
     proc = subprocess.Popen(
-        [ffmpeg.ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *args],
+        ffmpeg.quiet_command(*args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

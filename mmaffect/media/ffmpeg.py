@@ -41,6 +41,11 @@ def ffmpeg_binary() -> str:
         raise FFmpegNotFound("no ffmpeg binary found", hint=FFMPEG_HINT) from e
 
 
+def quiet_command(*args: str) -> list[str]:
+    """``[ffmpeg, -hide_banner, -nostdin, -loglevel, error, *args]``: a pipe's command line."""
+    return [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+
+
 def stderr_reason(stderr: str) -> str:
     """The most informative line of ffmpeg's stderr, for one-line error messages."""
     # Drop blank lines and `-progress` key=value lines.

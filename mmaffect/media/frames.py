@@ -129,14 +129,7 @@ def iter_frames(
         pix_fmt="rgb24",
         **({"fps_mode": "passthrough"} if vfr == "passthrough" else {}),
     )
-    args = [
-        ffmpeg.ffmpeg_binary(),
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        *ffmpeg.compile_args(out),
-    ]
+    args = ffmpeg.quiet_command(*ffmpeg.compile_args(out))
 
     frame_bytes = width * height * 3
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
