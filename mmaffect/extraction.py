@@ -66,6 +66,10 @@ class ExtractOptions:
     device: str = "cpu"  # "cpu" or "cuda" (vision networks and the encoders; ASR too)
     batch_size: int = 16  # frames per chunk through the vision networks
     workers: int = 1  # audio-side threads beside the vision side
+    # Decode the next frames while the networks run, and run the audio side (ASR, speech,
+    # words) in its own thread beside the vision side. False runs each step after the other
+    # (the same features; only for measuring what the overlap saves).
+    overlap: bool = True
     models_dir: Path | None = None
     force: bool = False
     face: FaceConfig = field(default_factory=FaceConfig)
@@ -176,6 +180,18 @@ def _with_next_started(items: Iterator, start) -> Iterator[tuple[Any, Any]]:
         yield current, current_started
 
 
+def _run_now(fn, *args) -> Future:
+    """``fn(*args)`` run here, its result or exception in a completed future."""
+    fut: Future = Future()
+    try:
+        fut.set_result(fn(*args))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - reported with the video, as from the pool
+        fut.set_exception(e)
+    return fut
+
+
 def extract(
     inputs: Sequence[str | Path] | None = None,
     *,
@@ -264,7 +280,8 @@ def extract(
                 todo, _, _ = vision_todo(opened, store, models, wanted, options.force)
                 if not todo:
                     return None
-                return Prefetch(opened.frames(chunk_size=options.batch_size), depth=1)
+                frames = opened.frames(chunk_size=options.batch_size)
+                return Prefetch(frames, depth=1) if options.overlap else frames
 
             probed = prefetch(_open_ahead(sources), depth=1)
             for (src, opened), chunks in _with_next_started(probed, start_decoding):
@@ -274,7 +291,7 @@ def extract(
                     if audio_side:
                         bars.advance(bars.audio)
                     continue
-                if audio_side:
+                if audio_side and options.overlap:
                     fut = pool.submit(audio_side.run, opened)
                     fut.add_done_callback(lambda _f: bars.advance(bars.audio))
                     audio_futures[src.id] = fut
@@ -305,6 +322,9 @@ def extract(
                             chunks.close()
                 elif wanted & VISION:
                     summary.notes.append("audio only: no vision features")
+                if audio_side and not options.overlap:
+                    audio_futures[src.id] = _run_now(audio_side.run, opened)
+                    bars.advance(bars.audio)
                 bars.advance(bars.videos)
             for vid, fut in audio_futures.items():
                 src = next(s for s in sources if s.id == vid)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, make_video
 
 
@@ -29,3 +30,101 @@ def test_decode_benchmark_runs(tmp_path):
     assert figures["frames"] == 25
     for key in ("decode_null_fps", "rgb_full_fps", "rgb_224_fps", "audio_x_realtime"):
         assert figures[key] > 0
+
+
+def run_benchmark(name: str, *args, env: dict | None = None) -> dict:
+    """Run ``benchmarks/NAME.py ARGS --json F`` and return the figures it wrote."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *map(str, args)]
+            + ["--json", str(out)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return json.loads(out.read_text())
+
+
+@pytest.fixture
+def shared_env(shared_data, models_dir):
+    return {"MMAFFECT_TEST_DATA": str(shared_data), "MMAFFECT_MODELS": str(models_dir)}
+
+
+@pytest.mark.slow
+def test_speed_benchmark_runs(tmp_path, shared_env):
+    video = make_video(tmp_path / "v.mp4", seconds=1)
+    figures = run_benchmark("speed", video, env=shared_env)
+    (f,) = figures["videos"]
+    assert f["frames"] == 25
+    stages = f["stages"]
+    for stage in ("face detection", "ASR (Whisper)", "speech features", "predict: model"):
+        assert stage in stages, sorted(stages)
+    assert stages["predict: model"]["items"] == 25  # every frame predicted
+    assert stages["fusion network (4 branches)"]["items"] == 25
+    assert f["end_to_end_seconds"] == pytest.approx(
+        f["extract_seconds"] + f["predict_seconds"], abs=0.11
+    )
+    assert 0 < f["end_to_end_vs_decode"] < 1  # nothing beats decoding alone
+    assert f["extract_serial_seconds"] > 0  # the overlap check ran on the first video
+    assert f["peak_rss_mb"] > 100
+
+
+@pytest.mark.slow
+def test_growth_benchmark_runs(shared_env):
+    figures = run_benchmark(
+        "growth", "--minutes", "0.05", "--detect-size", "320", "--frame-crop", "112",
+        env=shared_env,
+    )  # fmt: skip
+    (run,) = figures["runs"]
+    assert run["frames"] == 97  # one RAVDESS clip: 3.2 s at 29.97 fps
+    total = run["extract_s"] + run["predict_s"] + run["fusion_s"]
+    assert run["total_s"] == pytest.approx(total, abs=0.2)
+    minutes = run["frames"] / 29.97 / 60
+    assert run["s_per_video_minute"] == pytest.approx(run["total_s"] / minutes, rel=0.02)
+    assert run["peak_rss_mb"] > 100
+
+
+@pytest.mark.slow
+def test_speech_emotion_benchmark_runs(tmp_path, shared_env):
+    pytest.importorskip("opensmile")
+    figures = run_benchmark(
+        "speech_emotion", "--limit", "3", "--folds", "03+08,10+09", "--epochs", "1",
+        "--stride", "30", "--work", tmp_path, env=shared_env,
+    )  # fmt: skip
+    assert figures["utterances"] == 30  # 3 per speaker, 10 speakers
+    folds = figures["per_fold"]
+    assert [f["held_out"] for f in folds] == ["03+08", "09+10"]
+    assert all(f["test_utterances"] == 6 for f in folds)
+    for system in ("mmaffect", "reference"):
+        uars = [f[system]["uar"] for f in folds]
+        assert all(0 <= u <= 1 for u in uars)
+        mean, _ = figures["summary_mean_std"][f"{system}_uar"]
+        assert mean == pytest.approx(sum(uars) / len(uars), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_va_speech_benchmark_runs(tmp_path, shared_env):
+    pytest.importorskip("opensmile")
+    figures = run_benchmark(
+        "va_speech",
+        "--limit",
+        "8",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--work",
+        tmp_path,
+        env=shared_env,
+    )
+    assert figures["utterances"] == 8
+    assert sum(f["test_utterances"] for f in figures["per_fold"]) == 8
+    for system in ("mmaffect", "reference"):
+        for dim in ("ccc_valence", "ccc_arousal"):
+            assert -1 <= figures["pooled_ccc"][system][dim] <= 1

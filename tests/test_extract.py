@@ -135,6 +135,24 @@ def test_speech_and_words(extracted):
     assert len(grid_words) >= 3 and grid_words[-1] == "now"
 
 
+def test_without_overlap_the_features_are_the_same(extracted, shared_data, models_dir, tmp_path):
+    """``overlap=False`` (benchmarks/speed.py) runs the steps one after the other, same output."""
+    cache, _ = extracted
+    grid = shared_data / "video/grid/bbaf2n.mpg"
+    report = mmaffect.extract(
+        [grid], cache=tmp_path / "serial", models_dir=models_dir, progress=False, overlap=False
+    )
+    assert report.exit_code == 0
+    serial, overlapped = entries(tmp_path / "serial", grid.stem), entries(cache, grid.stem)
+    assert sorted(serial) == sorted(overlapped) == ["clip", "faces", "frame", "speech", "word"]
+    for name, entry in serial.items():
+        for array in sorted(entry["dir"].glob("*.npy")):
+            np.testing.assert_allclose(
+                load(entry, array.stem), load(overlapped[name], array.stem), atol=1e-5,
+                err_msg=f"{name}/{array.name}",
+            )  # fmt: skip
+
+
 def test_second_run_reuses_everything_and_stale_entries_are_redone(extracted, models_dir, tmp_path):
     cache, _ = extracted
     start = time.perf_counter()

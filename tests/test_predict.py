@@ -154,3 +154,23 @@ def test_checkpoint_needs_audio_unless_branches_dropped(tmp_path, models_dir):
     np.testing.assert_allclose(pred.expr_probs.sum(1), 1.0, atol=1e-5)
     res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "p3"), "--modalities", "word"])
     assert res.exit_code == 2 and "it cannot use word" in " ".join(res.output.split())
+    # An audio-only input has no faces entry: the speech branch alone predicts every frame.
+    speech = SAMPLES / "speech_only.wav"
+    res = CliRunner().invoke(
+        app,
+        [
+            *base[:1],
+            str(speech),
+            *base[2:],
+            "--out",
+            str(tmp_path / "p4"),
+            "--modalities",
+            "speech",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    pred = load_prediction(tmp_path / "p4" / "predictions" / "speech_only.npz")
+    assert not pred.face_found.any() and not pred.filled.any()  # the model's own outputs
+    lines = (tmp_path / "p4" / "abaw3" / "EXPR" / "speech_only.txt").read_text().splitlines()
+    assert len(lines) == len(pred) + 1 and len(pred) == 90  # 3.0 s at 30 frames/s
+    assert pred.expr_probs.std(axis=0).max() > 0  # varies over frames: not a filled prior

@@ -377,6 +377,10 @@ def train_cmd(
     edition: Annotated[str | None, typer.Option("--edition", help="e.g. abaw5.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", min=1, help="Train on every Nth labelled frame (windows overlap)."),
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder.")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.")] = None,
@@ -395,6 +399,7 @@ def train_cmd(
         "edition": edition,
         "epochs": epochs,
         "batch_size": batch_size,
+        "stride": stride,
         "out": out_dir,
         "seed": seed,
         "device": device,
@@ -410,8 +415,9 @@ def train_cmd(
         raise typer.Exit(1) from None
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     out.print(f"best val/score {score} after {result.epochs} epochs", highlight=False)
-    out.print(f"best checkpoint: {result.best_checkpoint}", highlight=False)
-    out.print(f"last checkpoint: {result.last_checkpoint}", highlight=False)
+    # soft_wrap: a long path stays on one line (scripts read these lines)
+    out.print(f"best checkpoint: {result.best_checkpoint}", highlight=False, soft_wrap=True)
+    out.print(f"last checkpoint: {result.last_checkpoint}", highlight=False, soft_wrap=True)
 
 
 # Commands defined in their own modules (each adds itself to ``app``).

@@ -31,6 +31,7 @@ __all__ = [
     "BaselinePredictor",
     "CheckpointPredictor",
     "FaceTrack",
+    "faceless_track",
     "fill_missing",
     "read_face_track",
     "read_words",
@@ -96,6 +97,24 @@ def read_face_track(cache: FeatureCache, video_id: str) -> FaceTrack:
         valid = np.load(clip / "valid.npy") if (clip / "valid.npy").is_file() else found
         pose = np.where(valid[:, None], np.asarray(values[:, idx]), np.nan).astype(np.float32)
     return FaceTrack(found, score, box, pose, fps, n, float(meta["timing"].get("start", 0.0)))
+
+
+def faceless_track(cache: FeatureCache, video_id: str, modalities: tuple[str, ...]) -> FaceTrack:
+    """A track with no face on any frame, on the frame grid of the first cached ``modalities``.
+
+    For audio-only inputs (no ``faces`` entry) predicted by a speech/word checkpoint.
+    """
+    for kind in modalities:
+        try:
+            folder = _entry(cache, video_id, kind)
+        except InputError:
+            continue
+        timing = _meta(folder)["timing"]
+        n = int(timing["n_frames"])
+        box = np.full((n, 4), np.nan, np.float32)
+        start = float(timing.get("start", 0.0))
+        return FaceTrack(np.zeros(n, bool), np.zeros(n), box, None, timing["fps"], n, start)
+    raise InputError(f"{video_id}: none of {', '.join(modalities)} is in the feature cache")
 
 
 def read_words(cache: FeatureCache, video_id: str, n: int) -> list[str]:
@@ -347,7 +366,12 @@ def build_prediction(
     ``fill="auto"`` interpolates over frames without a face when the predictor sees faces
     only, and keeps the model's outputs when it also hears the audio (speech or word branch).
     """
-    faces = read_face_track(cache, video_id)
+    try:
+        faces = read_face_track(cache, video_id)
+    except InputError:
+        if not predictor.uses_audio or {"frame", "clip"} & set(predictor.modalities):
+            raise
+        faces = faceless_track(cache, video_id, predictor.modalities)  # audio-only input
     raw = predictor.outputs(cache, video_id)
     n = faces.n
     for head, arr in raw.items():

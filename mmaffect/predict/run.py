@@ -29,6 +29,7 @@ from rich.console import Console
 from mmaffect.batch import BatchReport, Skip, print_summary, run_batch
 from mmaffect.errors import InputError, MmaffectError
 from mmaffect.features.cache import FeatureCache
+from mmaffect.features.stages import StageClock
 from mmaffect.predict.result import VideoPrediction, load_prediction, save_prediction
 
 __all__ = ["FRAME_COUNT_RULES", "PredictOptions", "PredictReport", "predict"]
@@ -70,6 +71,9 @@ class PredictReport:
     videos: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    extract_seconds: float = 0.0
+    # seconds and items per step after extraction: "model" (frames), "write" (files)
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -221,6 +225,8 @@ def predict(
         sources=sources, cache=cache.root, options=ext, console=console, progress=progress,
         debug=debug,
     )  # fmt: skip
+    extract_seconds = extraction.seconds
+    clock = StageClock()
     failed_extraction = {r.name: r.message for r in extraction.batch.failed}
     signature = {
         "predictor": predictor.describe(),
@@ -251,7 +257,11 @@ def predict(
             _write_video_files(pred, out, plan, opts)
             report.videos[vid] = _video_summary(pred)
             raise Skip("predictions up to date")
-        pred = build_prediction(predictor, cache, vid, fill=opts.fill, smooth_seconds=opts.smooth)
+        with clock("model"):
+            pred = build_prediction(
+                predictor, cache, vid, fill=opts.fill, smooth_seconds=opts.smooth
+            )
+        clock.items["model"] += len(pred)
         n, rule_text = _frame_count(source, opts.frame_count, len(pred))
         pred = pred.with_length(n)
         pred.meta.update(
@@ -263,8 +273,10 @@ def predict(
                 "edition": opts.edition,
             }
         )
-        save_prediction(pred, npz)
-        files = _write_video_files(pred, out, plan, opts)
+        with clock("write"):
+            save_prediction(pred, npz)
+            files = _write_video_files(pred, out, plan, opts)
+        clock.items["write"] += 1 + len(files)
         report.videos[vid] = _video_summary(pred)
         report.files += [str(f) for f in files]
         return f"{len(pred)} lines ({rule_text}), {int(pred.filled.sum())} filled"
@@ -276,13 +288,18 @@ def predict(
     batch_items = len(report.batch.results)
     done = [s.id for s in sources if s.id in report.videos]
     try:
-        report.files += [str(f) for f in _write_single_files(done, pred_dir, out, plan, opts)]
+        with clock("write"):
+            single = _write_single_files(done, pred_dir, out, plan, opts)
+        clock.items["write"] += len(single)
+        report.files += [str(f) for f in single]
     except MmaffectError as e:
         console.print(f"[red]✗[/] challenge file: {e.one_line()}", highlight=False)
         report.batch.results.append(_failed_item("challenge file", e.one_line()))
     if opts.plots or opts.overlay:
         _plots(done, pred_dir, out, opts, report, console, debug)
     report.seconds = time.perf_counter() - started
+    report.extract_seconds = extract_seconds
+    report.stages = clock.as_dict()
     _write_run_file(report, opts, predictor, tracks)
     _print_closing(report, console, predictor.name == "baseline", batch_items)
     return report
@@ -396,6 +413,8 @@ def _write_run_file(report: PredictReport, opts: PredictOptions, predictor, trac
         "videos": report.videos,
         "failed": {r.name: r.message for r in report.batch.failed},
         "seconds": round(report.seconds, 2),
+        "extract_seconds": round(report.extract_seconds, 2),
+        "stages": report.stages,
     }
     atomic_write_text(report.out / RUN_FILE, json.dumps(info, indent=2, default=str) + "\n")
 

@@ -1,0 +1,91 @@
+"""Cost growth: time and peak memory of extract + predict on videos of 1, 5 and 20 minutes.
+
+Usage::
+
+    python benchmarks/growth.py [--minutes 1,5,20] [--scale 640:360] [--detect-size 640]
+                                [--frame-crop N] [--device cpu|cuda] [--json F]
+
+Each video is the RAVDESS clip of ``../shared/data`` repeated to the length (stream copy; with
+``--scale`` re-encoded to that size), and each length runs the ``pipeline`` phase of
+``benchmarks/speed.py`` in its own process: ``mmaffect.extract`` of all four modalities into
+an empty cache, ``mmaffect.predict`` (baseline) and the fusion network over every frame. The
+time per minute of video should stay flat and the peak memory (max RSS of the process and
+the ffmpeg it waited for) should not grow with the length.
+
+This is the long benchmark: at the toolkit's defaults on 2 CPU cores it runs about 3.5x the
+video's length (26 minutes of video: about 90 minutes); ``--detect-size 320 --frame-crop 112``
+halves that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from _common import RAVDESS_CLIP, child, data_path, machine, print_table, repeat_clip, write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", default="1,5,20")
+    parser.add_argument("--scale", help="re-encode the test videos to this size, e.g. 640:360")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--detect-size", type=int, default=640)
+    parser.add_argument("--frame-crop", type=int, default=None)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from mmaffect.media import probe
+
+    clip = data_path(RAVDESS_CLIP)
+    speed = Path(__file__).with_name("speed.py")
+    common = ["--device", args.device, "--detect-size", args.detect_size]
+    if args.frame_crop:
+        common += ["--frame-crop", args.frame_crop]
+    start = time.perf_counter()
+    rows = []
+    for minutes in (float(m) for m in args.minutes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            video = repeat_clip(clip, minutes * 60, tmp / f"ravdess_{minutes:g}min.mp4", args.scale)
+            v = probe(video).require_video()
+            seconds = v.frames / float(v.fps)
+            r = child(speed, [video, "--phase", "pipeline", "--cache", tmp / "cache",
+                              "--out", tmp / "out", *common])  # fmt: skip
+        total = r["extract_seconds"] + r["predict_seconds"] + r["fusion"]["seconds"]
+        rows.append(
+            {
+                "minutes": round(seconds / 60, 2),
+                "size": f"{v.width}x{v.height}",
+                "frames": v.frames,
+                "extract_s": round(r["extract_seconds"], 1),
+                "predict_s": round(r["predict_seconds"], 1),
+                "fusion_s": round(r["fusion"]["seconds"], 1),
+                "load_models_s": round(r["stages"].get("load models", {}).get("seconds", 0), 1),
+                "total_s": round(total, 1),
+                "s_per_video_minute": round(total / (seconds / 60), 1),
+                "x_realtime": round(seconds / total, 3),
+                "peak_rss_mb": r["peak_rss_mb"],
+            }
+        )
+        print(f"{rows[-1]['minutes']} min: {rows[-1]}", flush=True)
+    columns = list(rows[0])
+    print()
+    print_table(rows, columns)
+    figures = {
+        "device": args.device,
+        "detect_size": args.detect_size,
+        "frame_crop": args.frame_crop or "backbone default",
+        **machine(),
+        "runs": rows,
+        "total_seconds": round(time.perf_counter() - start, 1),
+    }
+    print(f"\ntotal_seconds {figures['total_seconds']}")
+    write_json(args.json, figures)
+
+
+if __name__ == "__main__":
+    main()
