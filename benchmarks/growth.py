@@ -3,18 +3,20 @@
 Usage::
 
     python benchmarks/growth.py [--minutes 1,5,20] [--scale 640:360] [--detect-size 640]
-                                [--frame-crop N] [--device cpu|cuda] [--json F]
+                                [--frame-crop N] [--device cpu|cuda]
+                                [--modalities frame,clip,speech,word] [--json F]
 
 Each video is the RAVDESS clip of ``../shared/data`` repeated to the length (stream copy; with
 ``--scale`` re-encoded to that size), and each length runs the ``pipeline`` phase of
 ``benchmarks/speed.py`` in its own process: ``mmaffect.extract`` of all four modalities into
 an empty cache, ``mmaffect.predict`` (baseline) and the fusion network over every frame. The
 time per minute of video should stay flat and the peak memory (max RSS of the process and
-the ffmpeg it waited for) should not grow with the length.
+the ffmpeg it waited for) should not grow with the length. With a subset of ``--modalities``
+only those branches are extracted (no predict), to see which side's memory grows.
 
-This is the long benchmark: at the toolkit's defaults on 2 CPU cores it runs about 3.5x the
-video's length (26 minutes of video: about 90 minutes); ``--detect-size 320 --frame-crop 112``
-halves that.
+This is the long benchmark: at the toolkit's defaults on 2 CPU cores it runs about 3x the
+video's length (26 minutes of video: about 75 minutes); with ``--detect-size 320
+--frame-crop 112`` about 1.7x (45 minutes).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--detect-size", type=int, default=640)
     parser.add_argument("--frame-crop", type=int, default=None)
+    parser.add_argument(
+        "--modalities",
+        default="frame,clip,speech,word",
+        help="a subset measures the extraction of those branches alone (no predict)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -43,6 +50,7 @@ def main() -> None:
     clip = data_path(RAVDESS_CLIP)
     speed = Path(__file__).with_name("speed.py")
     common = ["--device", args.device, "--detect-size", args.detect_size]
+    common += ["--modalities", args.modalities]
     if args.frame_crop:
         common += ["--frame-crop", args.frame_crop]
     start = time.perf_counter()
@@ -55,20 +63,25 @@ def main() -> None:
             seconds = v.frames / float(v.fps)
             r = child(speed, [video, "--phase", "pipeline", "--cache", tmp / "cache",
                               "--out", tmp / "out", *common])  # fmt: skip
-        total = r["extract_seconds"] + r["predict_seconds"] + r["fusion"]["seconds"]
+        predict_s = r.get("predict_seconds", 0.0)
+        fusion_s = r.get("fusion", {}).get("seconds", 0.0)
+        total = r["extract_seconds"] + predict_s + fusion_s
         rows.append(
             {
                 "minutes": round(seconds / 60, 2),
                 "size": f"{v.width}x{v.height}",
                 "frames": v.frames,
                 "extract_s": round(r["extract_seconds"], 1),
-                "predict_s": round(r["predict_seconds"], 1),
-                "fusion_s": round(r["fusion"]["seconds"], 1),
+                "predict_s": round(predict_s, 1),
+                "fusion_s": round(fusion_s, 1),
                 "load_models_s": round(r["stages"].get("load models", {}).get("seconds", 0), 1),
                 "total_s": round(total, 1),
                 "s_per_video_minute": round(total / (seconds / 60), 1),
                 "x_realtime": round(seconds / total, 3),
                 "peak_rss_mb": r["peak_rss_mb"],
+                # at the end of the run: anonymous vs file-backed (mapped) resident memory
+                "end_anon_mb": r.get("memory", {}).get("RssAnon"),
+                "end_file_mb": r.get("memory", {}).get("RssFile"),
             }
         )
         print(f"{rows[-1]['minutes']} min: {rows[-1]}", flush=True)
@@ -79,6 +92,7 @@ def main() -> None:
         "device": args.device,
         "detect_size": args.detect_size,
         "frame_crop": args.frame_crop or "backbone default",
+        "modalities": args.modalities,
         **machine(),
         "runs": rows,
         "total_seconds": round(time.perf_counter() - start, 1),

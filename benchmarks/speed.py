@@ -62,7 +62,7 @@ def extract_options(args, overlap: bool):
     from mmaffect.features.vision import FaceConfig, FrameConfig
 
     return ExtractOptions(
-        modalities=parse_modalities(ALL),
+        modalities=parse_modalities(args.modalities),
         device=args.device,
         models_dir=MODELS,
         overlap=overlap,
@@ -100,11 +100,25 @@ def fusion_speed(cache: Path, video_id: str, device: str, batch_size: int = 16) 
     return {"frames": frames, "seconds": time.perf_counter() - start}
 
 
+def memory_now() -> dict[str, float]:
+    """This process's resident memory now, in MB: anonymous (heaps, tensors) and file-backed
+    (mapped files: libraries, models, the feature cache's memory-mapped arrays). Linux only."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return {
+        k: round(int(fields[k].split()[0]) / 1024, 1) for k in ("RssAnon", "RssFile") if k in fields
+    }
+
+
 def phase_pipeline(video: Path, cache: Path, out: Path, args, overlap: bool) -> dict:
     import torch
     from rich.console import Console
 
     import mmaffect
+    from mmaffect.extraction import parse_modalities
     from mmaffect.predict.run import PredictOptions, predict
 
     quiet = Console(stderr=True, quiet=True)
@@ -114,9 +128,9 @@ def phase_pipeline(video: Path, cache: Path, out: Path, args, overlap: bool) -> 
     t_extract = time.perf_counter() - start
     if ext.exit_code:
         raise SystemExit(f"extract failed on {video}")
-    result = {"extract_seconds": t_extract, "stages": ext.stages}
-    if not overlap:
-        return result
+    result = {"extract_seconds": t_extract, "stages": ext.stages, "memory": memory_now()}
+    if not overlap or options.modalities != parse_modalities(ALL):
+        return result  # extraction alone
     t0 = time.perf_counter()
     opts = PredictOptions(cache=cache, device=args.device, extract=options)
     rep = predict([video], out, opts, progress=False, console=quiet)
@@ -126,6 +140,7 @@ def phase_pipeline(video: Path, cache: Path, out: Path, args, overlap: bool) -> 
     result["predict_stages"] = rep.stages
     result["fusion"] = fusion_speed(cache, video.stem, args.device)
     result["torch_threads"] = torch.get_num_threads()
+    result["memory"] = memory_now()
     return result
 
 
@@ -204,6 +219,8 @@ def main() -> None:
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    # a subset of the branches: the pipeline phase then extracts those only (benchmarks/growth.py)
+    parser.add_argument("--modalities", default=ALL, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the mmaffect CLI does
     if args.phase:

@@ -128,3 +128,28 @@ def test_va_speech_benchmark_runs(tmp_path, shared_env):
     for system in ("mmaffect", "reference"):
         for dim in ("ccc_valence", "ccc_arousal"):
             assert -1 <= figures["pooled_ccc"][system][dim] <= 1
+
+
+@pytest.mark.slow
+def test_expression_accuracy_benchmark_runs(shared_env):
+    figures = run_benchmark(
+        "expression_accuracy", "--fer-limit", "40", "--skip-ravdess", env=shared_env
+    )
+    fer = figures["fer2013"]
+    assert fer["faces"] == 41  # every 89th of the 3,589 faces
+    assert fer["accuracy"] > 0.3  # the real model, loaded and preprocessed right (0.58 on all)
+    assert "ravdess" not in figures
+
+
+def test_run_all_runs_the_named_benchmarks(tmp_path):
+    script = str(REPO / "benchmarks" / "run_all.py")
+    bad = subprocess.run([sys.executable, script, "--only", "nope"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown benchmark(s) ['nope']" in bad.stderr
+    res = subprocess.run(
+        [sys.executable, script, "--only", "decode", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "decode.json").read_text())["decode_null_fps"] > 0
+    assert "decode" in res.stdout.split("=== run times ===")[1]

@@ -379,7 +379,7 @@ def train_cmd(
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     stride: Annotated[
         int | None,
-        typer.Option("--stride", min=1, help="Train on every Nth labelled frame (windows overlap)."),
+        typer.Option("--stride", min=1, help="Train on every Nth labelled frame."),
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder.")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,

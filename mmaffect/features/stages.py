@@ -28,6 +28,11 @@ class StageClock:
                 self.seconds[stage] += elapsed
                 self.items[stage] += items
 
+    def count(self, stage: str, items: int) -> None:
+        """Add ``items`` to ``stage`` (when they are known only after its time was taken)."""
+        with self._lock:
+            self.items[stage] += items
+
     def as_dict(self) -> dict[str, dict[str, float]]:
         with self._lock:
             return {

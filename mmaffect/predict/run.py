@@ -261,7 +261,7 @@ def predict(
             pred = build_prediction(
                 predictor, cache, vid, fill=opts.fill, smooth_seconds=opts.smooth
             )
-        clock.items["model"] += len(pred)
+        clock.count("model", len(pred))
         n, rule_text = _frame_count(source, opts.frame_count, len(pred))
         pred = pred.with_length(n)
         pred.meta.update(
@@ -276,7 +276,7 @@ def predict(
         with clock("write"):
             save_prediction(pred, npz)
             files = _write_video_files(pred, out, plan, opts)
-        clock.items["write"] += 1 + len(files)
+        clock.count("write", 1 + len(files))
         report.videos[vid] = _video_summary(pred)
         report.files += [str(f) for f in files]
         return f"{len(pred)} lines ({rule_text}), {int(pred.filled.sum())} filled"
@@ -290,7 +290,7 @@ def predict(
     try:
         with clock("write"):
             single = _write_single_files(done, pred_dir, out, plan, opts)
-        clock.items["write"] += len(single)
+        clock.count("write", len(single))
         report.files += [str(f) for f in single]
     except MmaffectError as e:
         console.print(f"[red]✗[/] challenge file: {e.one_line()}", highlight=False)

@@ -1,8 +1,9 @@
-"""Expression accuracy of the ``baseline`` predictor on real faces.
+"""Expression accuracy on real faces and clips: the ``baseline`` predictor and trained checkpoints.
 
 Usage::
 
-    python benchmarks/baseline_accuracy.py [--work DIR] [--json F] [--skip-ravdess]
+    python benchmarks/expression_accuracy.py [--work DIR] [--json F] [--skip-ravdess]
+                                             [--train-speech] [--checkpoint CKPT ...]
 
 1. **FER2013 PrivateTest** (``../shared/data/images/fer2013_privatetest``, 3,589 faces): the
    mini-Xception probabilities of each face go through the baseline's own mapping
@@ -12,6 +13,15 @@ Usage::
    command ``mmaffect predict CLIPS --out WORK --no-words``; per clip the majority vote of the
    per-frame expression (frames with a face) against the emotion in the file name
    (:func:`mmaffect.annotations.ravdess_label`). Also the frame-level accuracy.
+3. **Trained checkpoints on the same RAVDESS clips** (``--checkpoint``, repeatable): the same
+   command with ``--checkpoint``; the vote is over the frames the model predicted itself (not
+   filled). ``--train-speech`` first trains one, as a user would: ``mmaffect extract
+   --modalities speech`` over the RAVDESS speech recordings of actors 01 and 02
+   (``audio/ravdess_speech``, 120 utterances, other speakers than actor 05), ABAW EXPR label
+   files from the file names, ``mmaffect train --config pipelines/fusion_expr.yaml
+   --modalities speech`` (``--epochs``, ``--stride``). Actor 02's second repetitions (30) are
+   the validation split, only logged: the last checkpoint is scored, and nothing of actor 05
+   is seen before the test.
 """
 
 from __future__ import annotations
@@ -27,10 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MMAFFECT_TEST_DATA", REPO.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("MMAFFECT_MODELS", REPO.parent / "shared" / "models"))
+from _common import DATA, MODELS, REPO, extract_speech, last_checkpoint, mmaffect, n_frames
 
 
 def macro_f1(pred: np.ndarray, true: np.ndarray, classes: list[int]) -> float:
@@ -97,13 +104,37 @@ def _baseline_expr(fer_probs: np.ndarray, fer_columns: list[str]) -> np.ndarray:
     return baseline_outputs(rows, fer_columns + shapes)["expr"]
 
 
-def ravdess(work: Path) -> dict:
+def train_speech(work: Path, epochs: int, stride: int) -> Path:
+    """A speech-only EXPR checkpoint trained on RAVDESS actors 01 and 02 (not actor 05)."""
+    from mmaffect.annotations import EXPR_8, VideoLabels, ravdess_label, write_video_labels
+
+    files = sorted((DATA / "audio" / "ravdess_speech").glob("Actor_0[12]/*.*"))
+    files = [p for p in files if p.suffix in (".flac", ".wav")]
+    cache = extract_speech(files, work)
+    for p in files:  # validation (only logged): actor 02's second repetition of each trial
+        split = "Validation_Set" if p.stem.endswith("-02-02") else "Train_Set"
+        values = np.full(n_frames(cache, p.stem), ravdess_label(p.name))
+        labels = VideoLabels.from_values(p.stem, EXPR_8, values)
+        write_video_labels(work / "annotations" / split / f"{p.stem}.txt", labels)
+    # fmt: off
+    mmaffect(
+        "train", "--config", REPO / "pipelines" / "fusion_expr.yaml", "--task", "expr",
+        "--modalities", "speech", "--annotations", work / "annotations", "--cache", cache,
+        "--out", work / "run", "--epochs", epochs, "--stride", stride, "--device", "cpu",
+    )
+    # fmt: on
+    return last_checkpoint(work / "run")
+
+
+def ravdess(work: Path, checkpoint: Path | None = None) -> dict:
     from mmaffect.annotations import EXPR_8, ravdess_label
     from mmaffect.predict import load_prediction
 
     clips = DATA / "video" / "ravdess_av_actor05"
     cmd = [sys.executable, "-m", "mmaffect", "predict", str(clips), "--out", str(work),
            "--no-words", "--no-progress"]  # fmt: skip
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
     started = time.perf_counter()
     env = dict(os.environ)
     if MODELS.is_dir():
@@ -115,7 +146,7 @@ def ravdess(work: Path) -> dict:
     for npz in sorted((work / "predictions").glob("*.npz")):
         pred = load_prediction(npz)
         truth = ravdess_label(pred.video_id + ".mp4")
-        labels = pred.expr_labels[pred.face_found]
+        labels = pred.expr_labels[~pred.filled]  # the frames the predictor saw
         vote = Counter(labels.tolist()).most_common(1)[0][0]
         frame_hits += int(np.sum(labels == truth))
         frame_total += len(labels)
@@ -138,11 +169,23 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--skip-ravdess", action="store_true")
     ap.add_argument("--fer-limit", type=int, default=None, help="use about this many faces")
+    ap.add_argument("--checkpoint", type=Path, action="append", default=[])
+    ap.add_argument("--train-speech", action="store_true", help="train a speech checkpoint")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--stride", type=int, default=5)
     args = ap.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="mmaffect_baseline_"))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    work = args.work or Path(tempfile.mkdtemp(prefix="mmaffect_expression_"))
     result = {"fer2013": fer2013(args.fer_limit)}
     if not args.skip_ravdess:
-        result["ravdess"] = ravdess(work)
+        result["ravdess"] = ravdess(work / "baseline")
+    checkpoints = list(args.checkpoint)
+    if args.train_speech:
+        started = time.perf_counter()
+        checkpoints.append(train_speech(work / "speech", args.epochs, args.stride))
+        result["speech_training_seconds"] = {"seconds": round(time.perf_counter() - started, 1)}
+    for i, ckpt in enumerate(checkpoints):
+        result[f"ckpt{i}"] = {"checkpoint": str(ckpt), **ravdess(work / f"ckpt{i}", ckpt)}
     for part, values in result.items():
         for k, v in values.items():
             if k != "per_clip":
