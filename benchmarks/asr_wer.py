@@ -55,9 +55,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MMAFFECT_TEST_DATA", REPO.parent / "shared" / "data"))
-MODELS = Path(os.environ.get("MMAFFECT_MODELS", REPO.parent / "shared" / "models"))
+from _common import DATA, MODELS
 
 DATASETS = ("lhotse", "grid", "ravdess")
 GRID_ALIGN_CLIP = "id2_vcd_swwp2s.mpg"

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -131,15 +129,11 @@ def ravdess(work: Path, checkpoint: Path | None = None) -> dict:
     from mmaffect.predict import load_prediction
 
     clips = DATA / "video" / "ravdess_av_actor05"
-    cmd = [sys.executable, "-m", "mmaffect", "predict", str(clips), "--out", str(work),
-           "--no-words", "--no-progress"]  # fmt: skip
+    args = ["predict", clips, "--out", work, "--no-words", "--no-progress"]
     if checkpoint:
-        cmd += ["--checkpoint", str(checkpoint)]
+        args += ["--checkpoint", checkpoint]
     started = time.perf_counter()
-    env = dict(os.environ)
-    if MODELS.is_dir():
-        env.setdefault("MMAFFECT_MODELS", str(MODELS))
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    mmaffect(*args)
     seconds = time.perf_counter() - started
     names = [str(n) for n in EXPR_8.names]
     rows, frame_hits, frame_total = [], 0, 0
@@ -159,7 +153,7 @@ def ravdess(work: Path, checkpoint: Path | None = None) -> dict:
         "frame_accuracy": round(frame_hits / max(1, frame_total), 4),
         "per_clip": rows,
         "seconds": round(seconds, 1),
-        "command": " ".join(cmd[2:]),
+        "command": "mmaffect " + " ".join(map(str, args)),
     }
 
 

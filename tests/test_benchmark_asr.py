@@ -16,6 +16,7 @@ SCRIPT = REPO / "benchmarks" / "asr_wer.py"
 
 @pytest.fixture(scope="module")
 def asr_wer():
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports benchmarks/_common.py
     spec = importlib.util.spec_from_file_location("asr_wer", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
