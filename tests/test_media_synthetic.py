@@ -157,3 +157,11 @@ def test_failing_ffmpeg_names_the_file_and_keeps_stderr(tmp_path):
             ["-i", str(tmp_path / "nothing.mp4"), "-f", "null", "-"], media=tmp_path / "nothing.mp4"
         )
     assert "No such file" in e.value.detail
+
+
+def test_bframes_without_edit_list_count_exact_from_packets(tmp_path):
+    # B-frames reorder packets but discard none: the fast path (packets = header) is kept.
+    clip = make_video(tmp_path / "bf.mp4", seconds=4, audio=False, extra=["-g", "50", "-bf", "2"])
+    v = probe(clip).video
+    assert (v.frames, v.frames_header, v.frame_count_method) == (100, 100, "packets")
+    assert sum(len(c) for c in iter_frames(clip)) == 100

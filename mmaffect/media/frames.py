@@ -30,7 +30,7 @@ import numpy as np
 
 from mmaffect.errors import MediaError
 from mmaffect.media import ffmpeg
-from mmaffect.media.probe import MediaInfo, probe
+from mmaffect.media.probe import MediaInfo, VideoStreamInfo, is_damaged, probe
 
 VfrRule = Literal["passthrough", "cfr"]
 
@@ -104,7 +104,9 @@ def iter_frames(
     Raises
     ------
     MediaError
-        When ffmpeg fails, or when fewer frames decode than the probe counted (truncated file).
+        When ffmpeg fails, or when fewer frames decode than the probe result gave: a truncated
+        or damaged file (probe's damage rule), or a count that is not what decodes (e.g.
+        ``count="header"`` on a file whose edit list discards frames).
     """
     if chunk_size < 1 or every < 1:
         raise ValueError("chunk_size and every must be >= 1")
@@ -163,9 +165,33 @@ def iter_frames(
         )
     expected = -(-video.frames // every) if vfr == "passthrough" else None
     if expected is not None and produced < expected:
-        raise MediaError(
+        raise _shortfall(path, video, produced, every, stderr.text())
+
+
+def _shortfall(
+    path: Path, video: VideoStreamInfo, produced: int, every: int, errors: str
+) -> MediaError:
+    """Fewer frames than the probe result gave: damage (probe's rule) or a count that was wrong."""
+    decoded = (produced - 1) * every + 1 if produced else 0  # at least this many decoded
+    fps = float(video.fps)
+    until = decoded / fps
+    if is_damaged(
+        decoded, video.frames, errors=errors, until=until, duration=video.duration, fps=fps
+    ):
+        return MediaError(
             f"{path.name} is truncated or damaged: decoded {produced * every} of "
             f"{video.frames} frames",
             hint="copy or download it again",
-            detail=stderr.text(),
+            detail=errors,
         )
+    method = video.frame_count_method
+    why = (
+        "count 'header' trusts the container, which lists frames that an edit list discards"
+        if method == "header"
+        else f"the {method!r} count is not what decodes now"
+    )
+    return MediaError(
+        f"{path.name} decodes to {decoded} frames, not the {video.frames} its probe result gave",
+        hint=f"{why}; probe it with count 'auto' or 'decode', which count the frames that decode",
+        detail=errors,
+    )

@@ -5,13 +5,16 @@ ffmpeg only). The frame count is the number of frames the decoder produces, whic
 every per-frame output of mmaffect is aligned to. Rule (``count``):
 
 * ``"auto"`` (default): demux the video packets (fast, no decoding). When the container lists
-  a frame count and the packets agree with it, that number is exact. When the container lists
-  none (MPEG-PS, many MKV/WebM), or the packets disagree (damaged or truncated file, edit
-  lists), the frames are counted by decoding.
+  a frame count, the packets agree with it and none of them is discarded by an edit list, that
+  number is exact. Otherwise (no count listed: MPEG-PS, many MKV/WebM; packets that disagree;
+  an edit list that discards packets) the frames are counted by decoding.
 * ``"decode"``: always count by decoding (what ``ffprobe -count_frames`` does).
 * ``"header"``: trust the container's number when there is one (fast, may be wrong).
 
-A video whose decodable frames fall short of what its container lists is reported as truncated.
+Damage rule (:func:`is_damaged`): fewer decoded frames than the container lists is not damage by
+itself: an edit list discards packets (stream-copy cuts, phones, editors), and priming frames
+decode to nothing. A video is truncated or damaged when frames are missing and either ffmpeg
+reported decoder errors, or decoding stopped more than two frames before the stream's duration.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ from mmaffect.media import ffmpeg
 
 CountRule = Literal["auto", "decode", "header"]
 
-# Tolerance (frames) between the container's count and what decodes before calling it truncated:
+# Tolerance (frames) between the container's count and what decodes before looking for damage:
 # some encoders list one frame more than they write.
 _TRUNCATION_SLACK = 1
+# How far (frames) decoding may stop before the stream's duration without the file being
+# truncated: an edit list may cut the last frame short.
+_END_SLACK_FRAMES = 2
 
 
 @dataclass(frozen=True)
@@ -128,10 +134,24 @@ def _open(path: Path):
         raise MediaError(f"{path.name} cannot be opened: {e.strerror or e}") from e
 
 
-def count_frames_decoded(path: Path, stream_index: int = 0) -> int:
-    """Count frames by decoding the first video stream with ffmpeg (passthrough, no RGB)."""
+_PROGRESS = re.compile(r"\w+=.*")  # a `-progress` key=value line (values may hold spaces)
+
+
+@dataclass(frozen=True)
+class DecodeCount:
+    """What decoding the first video stream with ffmpeg found."""
+
+    frames: int
+    until: float | None  # seconds decoded from the first frame (ffmpeg's out_time)
+    errors: str  # what ffmpeg printed at ``-loglevel error`` ("" for a clean decode)
+
+
+def decode_count(path: Path, stream_index: int = 0) -> DecodeCount:
+    """Decode the first video stream with ffmpeg (passthrough, no RGB) and count its frames."""
     stderr = ffmpeg.run(
         [
+            "-loglevel",
+            "error",
             "-nostats",
             "-progress",
             "pipe:2",
@@ -150,12 +170,44 @@ def count_frames_decoded(path: Path, stream_index: int = 0) -> int:
     counts = re.findall(r"^frame=\s*(\d+)", stderr, flags=re.MULTILINE)
     if not counts:
         raise MediaError(f"cannot count the frames of {path.name}", detail=stderr)
-    return int(counts[-1])
+    until = re.findall(r"^out_time_us=(\d+)$", stderr, flags=re.MULTILINE)
+    errors = [ln for ln in stderr.splitlines() if ln.strip() and not _PROGRESS.fullmatch(ln)]
+    return DecodeCount(
+        frames=int(counts[-1]),
+        until=int(until[-1]) / 1_000_000 if until else None,
+        errors="\n".join(errors),
+    )
 
 
-def _count_decoded_or_damaged(path: Path) -> int:
+def count_frames_decoded(path: Path, stream_index: int = 0) -> int:
+    """Count frames by decoding the first video stream with ffmpeg (passthrough, no RGB)."""
+    return decode_count(path, stream_index).frames
+
+
+def is_damaged(
+    decoded: int,
+    listed: int | None,
+    *,
+    errors: str,
+    until: float | None,
+    duration: float | None,
+    fps: float,
+) -> bool:
+    """The damage rule (module docstring): are ``decoded`` frames of ``listed`` a damaged file?
+
+    ``errors`` is what ffmpeg printed at ``-loglevel error`` while decoding, ``until`` how many
+    seconds it decoded, ``duration`` the stream's duration in seconds.
+    """
+    if not listed or decoded >= listed - _TRUNCATION_SLACK:
+        return False
+    if errors.strip() or until is None or not duration:
+        return True
+    return duration - until > _END_SLACK_FRAMES / fps
+
+
+def _count_decoded_or_damaged(path: Path) -> DecodeCount:
     try:
-        return count_frames_decoded(path)
+        return decode_count(path)
     except MediaError as e:
         raise MediaError(
             f"{path.name}: no video frame could be decoded (truncated or damaged file)",
@@ -180,12 +232,14 @@ def _first_frame_rotation(container, stream) -> int:
     return rotation
 
 
-def _count_packets(container, stream) -> int:
-    n = 0
+def _count_packets(container, stream) -> tuple[int, int]:
+    """(packets, packets an edit list discards) of a stream, demuxed without decoding."""
+    n = discarded = 0
     for packet in container.demux(stream):
         if packet.size:  # the demuxer ends with an empty flush packet
             n += 1
-    return n
+            discarded += bool(packet.is_discard)
+    return n, discarded
 
 
 def _codec_tag(path: Path) -> str:
@@ -263,6 +317,40 @@ def _attached_pic(stream) -> bool:
     return bool(disposition & type(disposition).attached_pic)
 
 
+def _frame_count(path, container, s, count: CountRule, header, duration, rate) -> tuple[int, str]:
+    """(frames, frame_count_method) by the count rule; raises for a damaged file."""
+    if count == "header" and header:
+        return header, "header"
+    if count == "auto":
+        packets, discarded = _count_packets(container, s)
+        if header and packets == header and not discarded:
+            return header, "packets"
+    decoded = _count_decoded_or_damaged(path)
+    if decoded.frames == 0:
+        raise MediaError(
+            f"{path.name}: no video frame could be decoded (truncated or damaged file)",
+            hint="check the file plays, or copy it again",
+        )
+    rate = s.average_rate or rate
+    fps = float(rate) if rate else decoded.frames / (duration or 1.0)
+    damaged = is_damaged(
+        decoded.frames,
+        header,
+        errors=decoded.errors,
+        until=decoded.until,
+        duration=duration,
+        fps=fps,
+    )
+    if damaged:
+        raise MediaError(
+            f"{path.name} is truncated or damaged: only {decoded.frames} of the {header} frames "
+            "its container lists can be decoded",
+            hint="copy or download it again",
+            detail=decoded.errors or None,
+        )
+    return decoded.frames, "decoded"
+
+
 def _video_info(path, container, s, count: CountRule, container_duration) -> VideoStreamInfo:
     codec = s.codec_context.name if s.codec_context else None
     if not codec or codec == "none":
@@ -273,27 +361,7 @@ def _video_info(path, container, s, count: CountRule, container_duration) -> Vid
     start = _seconds(s.start_time, s.time_base) or 0.0
     rotation = _first_frame_rotation(container, s)
 
-    if count == "header" and header:
-        frames, method = header, "header"
-    elif count == "decode":
-        frames, method = _count_decoded_or_damaged(path), "decoded"
-    else:
-        packets = _count_packets(container, s)
-        if header and packets == header:
-            frames, method = header, "packets"
-        else:
-            frames, method = _count_decoded_or_damaged(path), "decoded"
-    if frames == 0:
-        raise MediaError(
-            f"{path.name}: no video frame could be decoded (truncated or damaged file)",
-            hint="check the file plays, or copy it again",
-        )
-    if header and frames < header - _TRUNCATION_SLACK:
-        raise MediaError(
-            f"{path.name} is truncated or damaged: only {frames} of the {header} frames its "
-            "container lists can be decoded",
-            hint="copy or download it again",
-        )
+    frames, method = _frame_count(path, container, s, count, header, duration, nominal)
 
     # The average rate is frames / duration; fall back on the declared rate when absent.
     avg = s.average_rate or nominal
