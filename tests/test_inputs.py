@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import make_video
 from PIL import Image
+from typer.testing import CliRunner
 
+from mmaffect.cli import app
 from mmaffect.errors import InputError
 from mmaffect.media import discover, open_source
 from mmaffect.media.frame_folder import fps_from_video_id, split_subject
@@ -103,3 +108,60 @@ def test_input_errors(tmp_path):
     make_video(tmp_path / "y" / "clip.mp4", audio=False)
     with pytest.raises(InputError, match="two inputs share the id 'clip'"):
         discover([tmp_path / "x", tmp_path / "y"])
+
+
+def in_thread(fn, timeout: float = 60):
+    """Run ``fn`` in a daemon thread; fail (instead of hanging the suite) if it does not end."""
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        pytest.fail(f"did not finish within {timeout} s (a loop followed forever?)")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@pytest.fixture
+def looped(tmp_path):
+    """A folder holding a video, two links back to itself and a second link to the video."""
+    folder = tmp_path / "looped"
+    (folder / "sub").mkdir(parents=True)
+    make_video(folder / "clip.mp4", audio=False)
+    (folder / "a").symlink_to(".")
+    (folder / "b").symlink_to(".")
+    (folder / "sub" / "clip.mp4").symlink_to(folder / "clip.mp4")  # same file, same id
+    return folder
+
+
+def test_symlink_loops_are_followed_once_with_a_warning(looped):
+    warnings: list[str] = []
+    sources = in_thread(lambda: discover([looped], on_warning=warnings.append))
+    assert [(s.id, s.path) for s in sources] == [("clip", looped / "clip.mp4")]
+    assert warnings == [
+        f"{looped / name} leads back to {looped.resolve()}, a folder already searched (a symlink "
+        "loop): not followed"
+        for name in ("a", "b")
+    ]
+
+
+def test_probe_cli_warns_about_loops_and_succeeds(looped):
+    result = in_thread(
+        lambda: CliRunner().invoke(app, ["probe", "--json", str(looped)], env={"COLUMNS": "80"})
+    )
+    assert result.exit_code == 0, result.stderr
+    assert [Path(p["path"]).name for p in json.loads(result.stdout)] == ["clip.mp4"]
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("warning:")]
+    assert lines == [
+        f"warning: {looped / name} leads back to {looped.resolve()}, a folder already searched "
+        "(a symlink loop): not followed"
+        for name in ("a", "b")
+    ]

@@ -74,11 +74,16 @@ ModelsDir = Annotated[
 
 
 def _discover(inputs, audio_dirs, fps):
+    from rich.markup import escape
+
     from mmaffect.errors import MmaffectError
     from mmaffect.media import discover
 
+    def warn(message: str) -> None:  # one line each, never wrapped
+        err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
     try:
-        return discover(inputs, audio_dirs=audio_dirs or (), fps=fps)
+        return discover(inputs, audio_dirs=audio_dirs or (), fps=fps, on_warning=warn)
     except MmaffectError as e:
         err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
         raise typer.Exit(2) from None

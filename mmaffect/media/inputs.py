@@ -11,11 +11,15 @@ Rules
   or audio file whose name is ``<video>`` among the inputs or in ``audio_dirs``. Such a file is the
   audio source of its frame folders and is not processed as a video of its own.
 * Source ids are file stems / folder names and must be unique (they name the output files).
+  The same file reached twice (through symbolic links) is one source.
+* Symbolic links are followed, each real folder once: a link back to a folder already searched
+  (a loop such as ``a -> .``) is not followed, and is reported as a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,6 +29,10 @@ from mmaffect.media.frame_folder import is_frame_folder, split_subject
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".mpg", ".mpeg", ".webm", ".flv"})
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3"})
+
+log = logging.getLogger(__name__)
+
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -48,17 +56,54 @@ def _kind_of_file(path: Path) -> str:
     return "audio" if path.suffix.lower() in AUDIO_EXTENSIONS else "video"
 
 
-def _walk(folder: Path) -> Iterable[tuple[Path, str]]:
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if is_frame_folder(entry):
-                yield entry, "frames"
-            else:
-                yield from _walk(entry)
-        elif entry.suffix.lower() in VIDEO_EXTENSIONS | AUDIO_EXTENSIONS:
-            yield entry, _kind_of_file(entry)
+def _not_followed(link: Path, real: Path, inside: Path) -> str:
+    if real == inside or real in inside.parents:
+        return (
+            f"{link} leads back to {real}, a folder already searched (a symlink loop): not followed"
+        )
+    return f"{link} leads to {real}, a folder already searched through another path: not followed"
+
+
+def _walk(folder: Path, warn: Warn) -> Iterable[tuple[Path, str]]:
+    """Media under ``folder``, following each real folder once (links included)."""
+    searched = {folder.resolve()}
+
+    def walk(current: Path) -> Iterable[tuple[Path, str]]:
+        for entry in sorted(current.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                real = entry.resolve()
+                if real in searched:
+                    warn(_not_followed(entry, real, current.resolve()))
+                elif is_frame_folder(entry):
+                    searched.add(real)
+                    yield entry, "frames"
+                else:
+                    searched.add(real)
+                    yield from walk(entry)
+            elif entry.suffix.lower() in VIDEO_EXTENSIONS | AUDIO_EXTENSIONS:
+                yield entry, _kind_of_file(entry)
+
+    return walk(folder)
+
+
+def _expand(path: Path, warn: Warn) -> list[tuple[Path, str]]:
+    """(path, kind) of the media one input names: itself, or what its folder holds."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if not path.is_dir():
+        return [(path, _kind_of_file(path))]
+    if is_frame_folder(path):
+        return [(path, "frames")]
+    media = list(_walk(path, warn))
+    if not media:
+        exts = " ".join(sorted(VIDEO_EXTENSIONS | AUDIO_EXTENSIONS))
+        raise InputError(
+            f"no media found in {path}",
+            hint=f"looked for {exts} files and 00001.jpg frame folders",
+        )
+    return media
 
 
 def discover(
@@ -66,40 +111,27 @@ def discover(
     *,
     audio_dirs: Sequence[str | Path] = (),
     fps: float | None = None,
+    on_warning: Warn | None = None,
 ) -> list[MediaSource]:
     """Expand files and folders into :class:`MediaSource` objects, sorted by id.
+
+    ``on_warning`` receives one line per thing skipped that the user should know about (a
+    symbolic-link loop); by default it goes to the ``mmaffect.media.inputs`` logger.
 
     Raises
     ------
     InputError
         A path that does not exist, a folder with no media, or two sources with the same id.
     """
-    found: list[tuple[Path, str]] = []
-    for raw in inputs:
-        path = Path(raw)
-        if not path.exists():
-            raise InputError(f"{path} does not exist")
-        if path.is_dir():
-            if is_frame_folder(path):
-                found.append((path, "frames"))
-                continue
-            media = list(_walk(path))
-            if not media:
-                exts = " ".join(sorted(VIDEO_EXTENSIONS | AUDIO_EXTENSIONS))
-                raise InputError(
-                    f"no media found in {path}",
-                    hint=f"looked for {exts} files and 00001.jpg frame folders",
-                )
-            found.extend(media)
-        else:
-            found.append((path, _kind_of_file(path)))
+    warn = on_warning or log.warning
+    found = [media for raw in inputs for media in _expand(Path(raw), warn)]
 
     # Audio candidates for frame folders: media files among the inputs and in audio_dirs.
     by_stem: dict[str, Path] = {}
     for d in audio_dirs:
         if not Path(d).is_dir():
             raise InputError(f"audio folder {d} does not exist")
-        for p, kind in _walk(Path(d)):
+        for p, kind in _walk(Path(d), warn):
             if kind != "frames":
                 by_stem.setdefault(p.stem, p)
     for p, kind in found:
@@ -134,7 +166,9 @@ def discover(
                 audio_path=p,
             )
         other = sources.get(src.id)
-        if other is not None and other.path != src.path:
+        if other is not None and other.path.resolve() == src.path.resolve():
+            continue  # the same file reached twice: one source
+        if other is not None:
             raise InputError(
                 f"two inputs share the id {src.id!r}: {other.path} and {src.path}",
                 hint="outputs are named by id; rename one or process them separately",
