@@ -34,6 +34,10 @@ class NoVideoStream(MediaError):
     """The file has no video stream where one is needed."""
 
 
+class StageStalled(MmaffectError):
+    """A stage made no progress for too long; its input was given up (the batch goes on)."""
+
+
 class InputError(MmaffectError):
     """An input path or option that makes no sense (missing path, no media found, bad id)."""
 
@@ -63,4 +67,12 @@ class AnnotationError(MmaffectError):
     ):
         self.path = path
         self.line = line
+        super().__init__(message, hint=hint)
+
+
+class InvalidSubmission(InputError):
+    """A prediction that is not a valid submission; ``problems`` holds what validate found."""
+
+    def __init__(self, message: str, *, hint: str | None = None, problems: list | None = None):
+        self.problems = list(problems or [])
         super().__init__(message, hint=hint)

@@ -562,6 +562,26 @@ def test_cli_evaluate_table_and_json(tmp_path):
     )
 
 
+def test_evaluate_refuses_a_prediction_validate_rejects(tmp_path):
+    # A -5 ("unannotated" in labels) inside a VA prediction used to be scored (CCC 1.0 -> 0.6,
+    # exit 0) while validate rejected the file.
+    preds = {v: make_pred(v, 80, seed=i) for i, v in enumerate(VIDEOS)}
+    write_gt(tmp_path / "gt", VA, preds, np.random.default_rng(1))
+    for pred in preds.values():
+        PerVideoWriter("VA", 3).write_video(pred, tmp_path / "pred")
+    bad = tmp_path / "pred" / f"{VIDEOS[0]}.txt"
+    lines = bad.read_text().splitlines()
+    lines[5] = "-5,-5"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"not a valid ABAW3 VA submission \(1 problem line"):
+        evaluate(tmp_path / "pred", tmp_path / "gt", "VA", 3)
+    args = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--track", "va"]
+    result = CliRunner().invoke(app, ["evaluate", *args, "--edition", "abaw3"])
+    assert result.exit_code == 1
+    assert f"{bad}, line 6: " in result.output and "official score" not in result.output
+    assert "it was not scored" in " ".join(result.output.split())
+
+
 def test_help_does_not_import_heavy_modules():
     import subprocess
     import sys

@@ -86,11 +86,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score a submission against ground truth with the edition's official formula."""
         from mmaffect.atomic import atomic_write_text
-        from mmaffect.errors import MmaffectError
+        from mmaffect.errors import InvalidSubmission, MmaffectError
         from mmaffect.submission import evaluate
 
         try:
             report = evaluate(pred, gt, track, edition)
+        except InvalidSubmission as e:  # the prediction's fault, as in validate: exit 1
+            for problem in e.problems:
+                typer.echo(str(problem))
+            err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
+            raise typer.Exit(1) from None
         except MmaffectError as e:
             err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
             raise typer.Exit(2) from None

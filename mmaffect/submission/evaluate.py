@@ -25,7 +25,7 @@ from mmaffect.annotations.spaces import (
     label_space_for,
 )
 from mmaffect.annotations.video_labels import read_video_labels
-from mmaffect.errors import InputError
+from mmaffect.errors import InputError, InvalidSubmission
 from mmaffect.submission.writers import _check_track, edition_number, read_template_submission
 
 __all__ = ["EvaluationReport", "evaluate"]
@@ -211,6 +211,9 @@ def evaluate(pred: str | Path, gt: str | Path, track: str, edition: int | str) -
 
     Raises
     ------
+    InvalidSubmission
+        ``pred`` fails the checks of :func:`~mmaffect.submission.validate_submission`
+        (its ``problems`` lists them).
     InputError
         A layout that does not fit the track and edition, or annotated ground-truth frames
         without a prediction (the message counts them and names the first).
@@ -221,6 +224,7 @@ def evaluate(pred: str | Path, gt: str | Path, track: str, edition: int | str) -
 
     number = edition_number(edition)
     name = _check_track(track, number)
+    _check_prediction(Path(pred), name, number)
     space = None if name == "MTL" else label_space_for(name, number)
     p_rows = _load(Path(pred), name, space, "prediction")
     g_rows = _load(Path(gt), name, space, "ground-truth")
@@ -248,6 +252,21 @@ def evaluate(pred: str | Path, gt: str | Path, track: str, edition: int | str) -
     report = EvaluationReport(name, ed, scores.score, scores.formula, scores=scores, **counts)
     _fill(report, scores)
     return report
+
+
+def _check_prediction(pred: Path, track: str, edition: int) -> None:
+    """A prediction is scored only if ``mmaffect validate`` accepts it: a value the readers
+    take for "unannotated" (VA -5, EXPR/AU -1) would otherwise be scored as a prediction."""
+    from mmaffect.submission.validate import validate_submission
+
+    problems = validate_submission(pred, track, edition)
+    if problems:
+        raise InvalidSubmission(
+            f"{pred} is not a valid ABAW{edition} {track} submission ({len(problems)} problem "
+            f"line(s), first: {problems[0]}); it was not scored",
+            hint=f"mmaffect validate {pred} --track {track} --edition abaw{edition}",
+            problems=problems,
+        )
 
 
 def _fill(report: EvaluationReport, scores: Any) -> None:
