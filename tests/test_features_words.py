@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from mmaffect.features.words import (
     Word,
     WordConfig,
     WordEncoder,
+    clear_asr_cache,
     extract_words,
     find_user_transcript,
     load_user_transcript,
@@ -133,6 +136,68 @@ def test_no_speech_gives_no_words_and_no_word_frames(shared_data, models_dir, en
         assert frames.values.shape == (100, 385)
         assert not frames.values[:, :384].any()
         assert (frames.no_word == 1.0).all() and (frames.word_index == -1).all()
+
+
+def timed_words(t: Transcript) -> list[tuple[str, float, float, float]]:
+    return [(w.text, w.start, w.end, w.probability) for w in t.words]
+
+
+# Transcribes the clips given as arguments; prints their timed words as JSON (floats exact).
+TRANSCRIBE_IN_A_NEW_PROCESS = """
+import json, sys
+from mmaffect.features.transcripts import transcribe
+from mmaffect.media.audio import load_audio
+models, *clips = sys.argv[1:]
+out = [transcribe(load_audio(c), models_dir=models).words for c in clips]
+print(json.dumps([[(w.text, w.start, w.end, w.probability) for w in ws] for ws in out]))
+"""
+
+
+@pytest.mark.slow
+def test_asr_gives_the_same_words_and_times_every_run(shared_data, models_dir):
+    # Whisper tiny.en decodes these va_speech clips with an average log-probability below -1;
+    # faster-whisper's default then decodes them again by sampling, seeded anew in every
+    # process: three runs gave three different texts for each. The weekly address is longer
+    # natural speech.
+    clips = nonempty(
+        [
+            *(shared_data / f"audio/va_speech/{n}.wav" for n in ("00", "02", "07", "25")),
+            shared_data / "video/talking_heads/SadTalker__WDA_KatieHill_000.mp4",
+        ],
+        "ASR clips",
+    )
+    clear_asr_cache()  # a fresh WhisperModel here, and another one in the new process
+    here = [transcribe(load_audio(c), models_dir=models_dir) for c in clips]
+    run = subprocess.run(
+        [sys.executable, "-c", TRANSCRIBE_IN_A_NEW_PROCESS, str(models_dir), *map(str, clips)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    there = json.loads(run.stdout.splitlines()[-1])
+    for clip, t, words in zip(clips, here, there, strict=True):
+        assert timed_words(t) == [tuple(w) for w in words], clip.name
+        assert len(t.words) >= 5, clip.name
+        assert t.asr["reproducible"] is True and t.asr["temperature"] == 0.0
+
+
+def test_transcript_records_how_it_was_made(tmp_path):
+    audio = NoAudio(source=tmp_path / "v.mp4", reason="no audio stream")
+    t = transcribe(audio, beam_size=2)
+    assert t.asr["reproducible"] is True and t.asr["temperature"] == 0.0
+    assert t.asr["beam_size"] == 2 and t.asr["vad"] is True and t.asr["device"] == "cpu"
+    assert t.asr["compute_type"] == "int8" and t.asr["faster_whisper"]
+    sampled = transcribe(audio, temperature_fallback=True)
+    assert sampled.asr["reproducible"] is False and sampled.asr["temperature"][-1] == 1.0
+    path = sampled.to_json(tmp_path / "t.json")
+    assert json.loads(path.read_text())["asr"]["reproducible"] is False
+    assert Transcript.from_json(path) == sampled
+    assert "asr" not in Transcript([Word("hi", 0, 1)]).to_dict()  # user transcripts: no entry
+    path.write_text('{"words": [], "asr": "tiny"}')
+    with pytest.raises(InputError, match="t.json: 'asr' must be an object"):
+        Transcript.from_json(path)
 
 
 def test_no_audio_and_digital_silence_skip_the_model(tmp_path):
@@ -445,6 +510,8 @@ def test_word_config_hash():
     assert a.to_dict()["encoder"] == "all-MiniLM-L6-v2" and a.to_dict()["version"] >= 1
     assert WordConfig(beam_size=5).config_hash() != a.config_hash()
     assert WordConfig(pooling="first").config_hash() != a.config_hash()
+    assert a.temperature_fallback is False and a.version >= 2  # version 1 sampled on fallback
+    assert WordConfig(temperature_fallback=True).config_hash() != a.config_hash()
     assert WordConfig(version=a.version + 1).config_hash() != a.config_hash()
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.beam_size = 3  # type: ignore[misc]

@@ -157,6 +157,7 @@ class AudioSide:
             "language": c.language,
             "beam_size": c.beam_size,
             "vad": c.vad,
+            "temperature_fallback": c.temperature_fallback,
             "version": c.version,
             "audio": signature,
         }
@@ -175,6 +176,7 @@ class AudioSide:
                     device=self.options.device,
                     beam_size=c.beam_size,
                     vad=c.vad,
+                    temperature_fallback=c.temperature_fallback,
                 )
             self.cache.write_json(path, transcript.to_dict())
         return transcript, path

@@ -19,12 +19,15 @@ JSON schema (``Transcript.to_json`` writes it, ``from_json`` / ``load_user_trans
       "words": [                             # in time order
         {"text": "Kids", "start": 0.66, "end": 1.02, "probability": 0.93},
         ...
-      ]
+      ],
+      "asr": {"beam_size": 1, "temperature": 0.0, "reproducible": true, ...}  # optional
     }
 
 ``start``/``end`` are seconds on the video timeline with ``0 <= start <= end``; ``probability``
 is Whisper's word probability in [0, 1] (optional on input, default 1.0). A word is being
-spoken during ``[start, end)``.
+spoken during ``[start, end)``. ``asr`` (written for ASR transcripts only) records how the words
+were made: model, device, compute type, decoding settings, library versions and whether the
+decoding is ``reproducible`` (see :func:`transcribe`).
 
 SRT and WebVTT give only cue (segment) times. Each cue's text is split on whitespace and the
 cue's duration is shared among its words in proportion to their character counts (punctuation
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ASR_MODEL",
     "DEFAULT_BEAM_SIZE",
+    "FALLBACK_TEMPERATURES",
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
     "TRANSCRIPT_SUFFIXES",
@@ -78,6 +82,11 @@ DEFAULT_ASR_MODEL = "whisper-tiny.en"
 #: Greedy decoding: on the checks in docs/features_words.md beam search was no more accurate
 #: and 1.3-2x slower (the token loop is the part of ASR that grows with speech).
 DEFAULT_BEAM_SIZE = 1
+#: faster-whisper's temperature fallback: when a 30-s window decodes badly (low log-probability
+#: or repetitive text) it samples again at these temperatures, from an unseeded random generator,
+#: so the same audio gives other words on every run. Used only with ``temperature_fallback=True``;
+#: by default Whisper decodes at temperature 0 once (greedy or beam search: reproducible).
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,12 +136,16 @@ class Transcript:
         The full text as the source gave it.
     source : str
         ``"asr:<model>"`` or ``"user:<file name>"``.
+    asr : dict
+        How an ASR transcript was made (model, device, compute type, decoding settings, library
+        versions, ``reproducible``); empty for user transcripts.
     """
 
     words: list[Word] = field(default_factory=list)
     language: str = ""
     text: str = ""
     source: str = ""
+    asr: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -143,7 +156,7 @@ class Transcript:
         return [w.text for w in self.words]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "schema": SCHEMA_NAME,
             "version": SCHEMA_VERSION,
             "source": self.source,
@@ -151,6 +164,9 @@ class Transcript:
             "text": self.text,
             "words": [w.to_dict() for w in self.words],
         }
+        if self.asr:
+            data["asr"] = dict(self.asr)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, *, where: str = "transcript") -> Transcript:
@@ -172,6 +188,8 @@ class Transcript:
         for key in ("language", "text", "source"):
             if not isinstance(data.get(key, ""), str):
                 raise InputError(f"{where}: {key!r} must be a string")
+        if not isinstance(data.get("asr", {}), dict):
+            raise InputError(f"{where}: 'asr' must be an object")
         words = _sorted(words)
         text = data.get("text") or " ".join(w.text for w in words)
         return cls(
@@ -179,6 +197,7 @@ class Transcript:
             language=data.get("language", ""),
             text=text,
             source=data.get("source", ""),
+            asr=dict(data.get("asr", {})),
         )
 
     def to_json(self, path: str | Path) -> Path:
@@ -489,6 +508,49 @@ def _default_compute_type(device: str) -> str:
     return "float16" if device.startswith("cuda") else "int8"
 
 
+def _asr_settings(
+    device: str, compute_type: str, beam_size: int, vad: bool, temperature_fallback: bool
+) -> dict[str, Any]:
+    """What a transcript records about its making (``Transcript.asr``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return ""
+
+    return {
+        "device": device,
+        "compute_type": compute_type,
+        "beam_size": int(beam_size),
+        "vad": bool(vad),
+        "temperature": list(FALLBACK_TEMPERATURES) if temperature_fallback else 0.0,
+        "condition_on_previous_text": False,
+        "faster_whisper": installed("faster-whisper"),
+        "ctranslate2": installed("ctranslate2"),
+        # Temperature 0 decodes the same audio to the same words and times on every run (any
+        # thread count); sampled fallback decodes do not.
+        "reproducible": not temperature_fallback,
+    }
+
+
+def _timed_words(segments: Any, offset: float, duration: float) -> tuple[list[Word], str]:
+    """Words (clipped to the audio, shifted by ``offset``) and text of Whisper's segments."""
+    words: list[Word] = []
+    texts: list[str] = []
+    for seg in segments:  # a generator: decoding happens here
+        texts.append(seg.text.strip())
+        for w in seg.words or ():
+            text = w.word.strip()
+            if not text:
+                continue
+            start = min(max(float(w.start), 0.0), duration)
+            end = min(max(float(w.end), start), duration)
+            words.append(Word(text, offset + start, offset + end, float(w.probability)))
+    return _sorted(words), " ".join(t for t in texts if t)
+
+
 def transcribe(
     audio: AudioTrack | NoAudio,
     *,
@@ -499,6 +561,7 @@ def transcribe(
     compute_type: str | None = None,
     beam_size: int = DEFAULT_BEAM_SIZE,
     vad: bool = True,
+    temperature_fallback: bool = False,
 ) -> Transcript:
     """Recognise the words of a soundtrack with Whisper (faster-whisper), with word timestamps.
 
@@ -524,11 +587,16 @@ def transcribe(
     vad : bool
         Run Silero VAD first and transcribe only the speech (avoids hallucinated words on
         silence, music or noise).
+    temperature_fallback : bool
+        Re-decode badly decoded windows by sampling at :data:`FALLBACK_TEMPERATURES`
+        (Whisper's own default). Sampling is not seeded, so the words then change from run to
+        run; the default decodes once at temperature 0, which is reproducible.
 
     Returns
     -------
     Transcript
-        Words on the video timeline (``audio.start_time`` added), ``source="asr:<model>"``.
+        Words on the video timeline (``audio.start_time`` added), ``source="asr:<model>"``,
+        ``asr`` the settings, library versions and ``reproducible``.
 
     Raises
     ------
@@ -536,13 +604,21 @@ def transcribe(
         A language the model cannot handle, audio not at 16 kHz, or a bad ``beam_size``.
     ModelNotFound
         The named model is not installed (the message says how to get it).
+
+    Notes
+    -----
+    With the default temperature 0, two runs on the same audio, model, device and compute type
+    give identical words, times and probabilities, whatever the number of CPU threads. Another
+    CPU type or a GPU (float16) can differ in a word now and then.
     """
     if int(beam_size) < 1:
         raise InputError(f"beam_size must be at least 1, got {beam_size}")
     source = f"asr:{model}"
     lang = _check_language(model, None, language)
+    ctype = compute_type or _default_compute_type(device)
+    settings = _asr_settings(device, ctype, beam_size, vad, temperature_fallback)
     if not getattr(audio, "has_audio", False):
-        return Transcript([], lang or "", "", source)
+        return Transcript([], lang or "", "", source, settings)
     samples = np.ascontiguousarray(audio.samples, dtype=np.float32)
     if audio.sample_rate != 16_000:
         raise InputError(
@@ -550,36 +626,18 @@ def transcribe(
             hint="load it with mmaffect.media.audio.load_audio (16 kHz by default)",
         )
     if samples.size == 0 or not np.any(samples):
-        return Transcript([], lang or "", "", source)
+        return Transcript([], lang or "", "", source, settings)
 
-    ctype = compute_type or _default_compute_type(device)
     whisper = _whisper_model(resolve(model, models_dir, what="Whisper model"), device, ctype)
     lang = _check_language(model, whisper, language)
-
     segments, info = whisper.transcribe(
         samples,
         language=lang,
-        beam_size=int(beam_size),
+        beam_size=settings["beam_size"],
         word_timestamps=True,
         vad_filter=vad,
-        condition_on_previous_text=False,
+        condition_on_previous_text=settings["condition_on_previous_text"],
+        temperature=settings["temperature"],
     )
-    offset = float(audio.start_time)
-    duration = samples.size / 16_000
-    words: list[Word] = []
-    texts: list[str] = []
-    for seg in segments:  # a generator: decoding happens here
-        texts.append(seg.text.strip())
-        for w in seg.words or ():
-            text = w.word.strip()
-            if not text:
-                continue
-            start = min(max(float(w.start), 0.0), duration)
-            end = min(max(float(w.end), start), duration)
-            words.append(Word(text, offset + start, offset + end, float(w.probability)))
-    return Transcript(
-        words=_sorted(words),
-        language=info.language or lang or "",
-        text=" ".join(t for t in texts if t),
-        source=source,
-    )
+    words, text = _timed_words(segments, float(audio.start_time), samples.size / 16_000)
+    return Transcript(words, info.language or lang or "", text, source, settings)

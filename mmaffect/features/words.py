@@ -61,7 +61,9 @@ __all__ = [
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 #: Bump when the computation changes in a way that invalidates cached word features.
-WORDS_VERSION = 1
+#: 2: Whisper decodes at temperature 0 only (version 1 let faster-whisper fall back to
+#: unseeded sampling, so one video could give other words on every run).
+WORDS_VERSION = 2
 POOLINGS = ("mean", "first")
 #: Sub-word tokens of one word that are used at most (a "word" longer than this is noise).
 MAX_TOKENS_PER_WORD = 32
@@ -86,6 +88,9 @@ class WordConfig:
         Whisper beam width (1 = greedy).
     vad : bool
         Silero VAD before Whisper.
+    temperature_fallback : bool
+        Let Whisper re-decode bad windows by sampling at higher temperatures; the transcript is
+        then no longer reproducible (off: one decode at temperature 0).
     encoder : str
         Word encoder: a store name or a path to a local BERT-family checkpoint.
     pooling : str
@@ -98,6 +103,7 @@ class WordConfig:
     language: str | None = None
     beam_size: int = DEFAULT_BEAM_SIZE
     vad: bool = True
+    temperature_fallback: bool = False
     encoder: str = DEFAULT_ENCODER
     pooling: str = "mean"
     version: int = WORDS_VERSION
@@ -483,6 +489,7 @@ def extract_words(
             device=device,
             beam_size=config.beam_size,
             vad=config.vad,
+            temperature_fallback=config.temperature_fallback,
         )
     if encoder is None:
         encoder = WordEncoder(config.encoder, device, models_dir=models_dir, pooling=config.pooling)
