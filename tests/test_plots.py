@@ -234,6 +234,17 @@ def test_empty_prediction_is_refused(tmp_path: Path):
 # ------------------------------------------------------------------------------------ overlay
 
 
+def box_band(shape: tuple[int, ...], box, width: int) -> np.ndarray:
+    """True within ``width`` pixels of the outline of ``box`` (x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = box
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    in_x = (cols >= x1 - width) & (cols <= x2 + width)
+    in_y = (rows >= y1 - width) & (rows <= y2 + width)
+    near_x = (np.abs(cols - x1) <= width) | (np.abs(cols - x2) <= width)
+    near_y = (np.abs(rows - y1) <= width) | (np.abs(rows - y2) <= width)
+    return (near_x & in_y) | (near_y & in_x)
+
+
 def test_overlay_frames_fps_audio_and_box(tmp_path: Path, gray_video: Path):
     pred = make_pred(10, face_until=5)
     out = render_overlay(gray_video, pred, tmp_path / "o.mp4")
@@ -242,14 +253,35 @@ def test_overlay_frames_fps_audio_and_box(tmp_path: Path, gray_video: Path):
     assert rate == pytest.approx(FPS)
     assert has_audio
     assert frames[0].shape == (120, 160, 3)
-    x1, y1, x2, y2 = (int(v) for v in BOX)
-    edges = [(50, x1), (50, x2), (y1, 95), (y2, 95)]  # (row, column) on each side of the box
-    for i in (0, 4):
-        assert all(is_box_color(frames[i][r, c]) for r, c in edges), i
-    for i in (5, 9):
-        assert not any(is_box_color(frames[i][r, c]) for r, c in edges), i
+    # The box is drawn where the face is and nowhere else. The expression label sits on the
+    # box's top edge (its size is the font's business), so only the outline below the middle of
+    # the box must be whole; no label colour is box green.
+    x1, y1, x2, y2 = BOX
+    line = box_band(frames[0].shape, BOX, 0)
+    lower = line & (np.mgrid[:120, :160][0] >= (y1 + y2) / 2)
+    near = box_band(frames[0].shape, BOX, 4)
+    for i in range(10):
+        green = is_box_color(frames[i])
+        if i < 5:
+            assert green[lower].all() and not green[~near].any(), i
+        else:
+            assert not green.any(), i
     # The drawing is on the frame: the mid-grey source is not what comes out.
     assert np.abs(frames[0].astype(int) - 128).max() > 100
+
+
+def test_overlay_box_outline_is_whole_without_labels(tmp_path: Path, gray_video: Path):
+    # No expression head and a trained predictor (no BASELINE tag): no text near the box, so
+    # all four sides of the outline are whole.
+    pred = make_pred(10, face_until=5, heads=("va", "au"), predictor="runs/va/best.ckpt")
+    frames, _, _ = decode(render_overlay(gray_video, pred, tmp_path / "o.mp4"))
+    line, near = box_band(frames[0].shape, BOX, 0), box_band(frames[0].shape, BOX, 4)
+    for i in range(10):
+        green = is_box_color(frames[i])
+        if i < 5:
+            assert green[line].all() and not green[~near].any(), i
+        else:
+            assert not green.any(), i
 
 
 def test_overlay_frame_count_follows_the_prediction(tmp_path: Path, gray_video: Path):
