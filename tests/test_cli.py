@@ -118,3 +118,21 @@ def test_killed_demux_resumes_without_redoing_finished_inputs(tmp_path):
     for i in range(4):
         assert len(list((out / f"clip{i}" / "frames").glob("*.jpg"))) == 100
     assert [p for p in out.rglob("*.tmp")] == []
+
+
+def test_probe_without_a_terminal_prints_whole_lines(tmp_path):
+    """CliRunner's output is not a terminal (like a log or a pipe): one tab-separated line per
+    input under a header, the long name whole, whatever the width."""
+    name = "a_rather_long_file_name_that_a_squeezed_table_would_break_up.mp4"
+    video = make_video(tmp_path / name)
+    result = runner.invoke(app, ["probe", str(video), str(REPO / "sample_media")])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split("\t") == [
+        "input", "kind", "container", "codec", "size", "fps", "frames", "seconds", "audio",
+    ]  # fmt: skip
+    rows = {ln.split("\t")[0]: ln.split("\t") for ln in lines[1:]}
+    assert len(lines) == 7 and all(len(r) == 9 for r in rows.values())
+    assert rows[name][1:6] == ["video", "mov", "h264", "160x120", "25.000"]
+    assert rows[name][6].startswith("25 ") and rows[name][7] == "1.000"
+    assert rows["speech_only.wav"][1] == "audio" and rows["speech_only.wav"][4] == "-"

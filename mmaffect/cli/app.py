@@ -158,23 +158,26 @@ def probe(
     if as_json:
         typer.echo(json.dumps([i.to_dict() for i in infos], indent=2))
     elif infos:
-        table = Table(title="probe")
-        for col in (
-            "input",
-            "kind",
-            "container",
-            "codec",
-            "size",
-            "fps",
-            "frames",
-            "seconds",
-            "audio",
-        ):
-            table.add_column(col, overflow="fold", no_wrap=col not in ("input", "audio"))
-        for info in infos:
-            table.add_row(*_probe_row(info))
-        out.print(table)
+        _print_probe_table([_probe_row(info) for info in infos])
     raise typer.Exit(report.exit_code)
+
+
+PROBE_COLUMNS = ("input", "kind", "container", "codec", "size", "fps", "frames", "seconds", "audio")
+
+
+def _print_probe_table(rows: list[list[str]]) -> None:
+    """A table on a terminal; otherwise (a log, a file, a pipe) one tab-separated line per
+    input under a header line, never cut to a width."""
+    if not out.is_terminal:
+        for cells in [list(PROBE_COLUMNS), *rows]:
+            typer.echo("\t".join(cells))
+        return
+    table = Table(title="probe")
+    for col in PROBE_COLUMNS:
+        table.add_column(col, overflow="fold", no_wrap=col not in ("input", "audio"))
+    for cells in rows:
+        table.add_row(*cells)
+    out.print(table)
 
 
 @app.command()
