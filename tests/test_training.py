@@ -189,9 +189,12 @@ def test_resume_continues_epochs(data, tmp_path):
 
 @pytest.mark.parametrize("path", sorted((REPO / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
 def test_pipelines_round_trip(path):
+    from mmaffect.training.train import check_edition
+
     cfg = TrainConfig.from_yaml(path)
     assert TrainConfig.from_yaml(cfg.to_yaml()) == cfg
     assert cfg.task in ("expr", "va", "au", "mtl")
+    check_edition(cfg.task, cfg.edition)  # the recipe's edition has its track
 
 
 def test_pipelines_present():
@@ -368,3 +371,244 @@ def test_abaw7_mtl_file_trains(data, tmp_path):
                           edition="abaw7", epochs=1))  # fmt: skip
     assert result.module.hparams["edition"] == "abaw7"
     assert result.best_score is not None and 0 <= result.best_score <= 3
+
+
+# ------------------------------------------------------------------ run state (issue 11)
+
+
+def _ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _epoch_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("epoch ")]
+
+
+def test_last_checkpoint_is_the_last_epoch_and_resume_goes_on(data, tmp_path, capsys):
+    """lr 0: the score never improves after epoch 0, so only best-000 is written; last.ckpt
+    still holds epoch 2 and a resume trains only the epochs after it."""
+    run = tmp_path / "run"
+    first = train(config(data, run, "expr", epochs=3, lr=0.0))
+    assert first.best_checkpoint == run / "best-000.ckpt"
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["best-000.ckpt", "last.ckpt"]
+    assert _ckpt(run / "last.ckpt")["epoch"] == 2
+    assert _epoch_lines(capsys.readouterr().out)[-1].startswith("epoch 3/3  train/loss ")
+    second = train(config(data, run, "expr", epochs=5, lr=0.0))
+    lines = _epoch_lines(capsys.readouterr().out)
+    assert [ln.split()[1] for ln in lines] == ["4/5", "5/5"]  # epochs 1-2 are not redone
+    assert _ckpt(second.last_checkpoint)["epoch"] == 4
+    assert second.best_checkpoint == run / "best-000.ckpt"  # the best state carried over
+    assert second.best_score == pytest.approx(first.best_score)
+    rows = read_metrics(second.metrics_csv)
+    assert sorted(epoch_values(rows, "val/score")) == [0, 1, 2, 3, 4]
+    assert epoch_values(rows, "lr") == {e: 0.0 for e in range(5)}
+
+
+def test_edition_defaults_to_abaw3_and_must_have_the_track(data, tmp_path):
+    from mmaffect.errors import InputError
+    from mmaffect.training.module import AffectModule
+
+    assert TrainConfig().edition == "abaw3"
+    assert TrainConfig.from_yaml("task: expr\n").edition == "abaw3"
+    assert AffectModule(model_hparams=TINY, modalities=list(DIMS)).edition == "abaw3"
+    out = tmp_path / "mtl5"
+    with pytest.raises(InputError, match=r"ABAW5 has no MTL track") as e:
+        train(config(data, out, "mtl", edition="abaw5"))
+    assert "ABAW3, ABAW4, ABAW7" in e.value.hint
+    assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"scheduler": {"name": "bogus"}}, "unknown scheduler 'bogus'"),
+        ({"scheduler": {"name": "none", "interval": "hour"}}, "unknown scheduler interval"),
+        ({"optimizer": {"name": "sgd", "betas": [0.9, 0.99]}}, "optimizer 'sgd' / scheduler"),
+        ({"model_hparams": {**TINY, "gru_size": 3}}, "'fusion' does not take these model_hparams"),
+        ({"model_hparams": {**TINY, "dims": {**DIMS, "clip": 7}}}, "'clip' features have 5 col"),
+        ({"losses": {"expr": "hinge"}}, "unknown expr loss 'hinge'"),
+    ],
+)
+def test_bad_settings_write_nothing(data, tmp_path, change, message):
+    from mmaffect.errors import InputError
+
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match=message):
+        train(config(data, out, "expr", **change))
+    assert not out.exists()
+
+
+def _cli(args: list[str]):
+    from typer.testing import CliRunner
+
+    from mmaffect.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_run_folder_of_another_model_is_refused_before_writing(data, tmp_path):
+    shared = {k: TINY[k] for k in ("d_model", "num_heads", "head_hidden", "dropout", "dims")}
+    cfg = config(data, tmp_path / "ignored", "expr", epochs=1, model_hparams=shared)
+    yaml_path = tmp_path / "shared.yaml"
+    cfg.to_yaml(yaml_path)
+    out = tmp_path / "run"
+    base = ["train", "--config", yaml_path, "--out", out, "--device", "cpu"]
+    assert _cli(base).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    res = _cli([*base, "--model", "affine_transformer"])
+    assert res.exit_code == 2, res.output
+    msg = " ".join(res.output.split())
+    assert f"{out} holds a run that cannot be resumed with these settings" in msg
+    assert "model_name 'fusion' there, 'affine_transformer' now" in msg
+    assert "use another --out, or --no-resume" in msg
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    res = _cli([*base, "--modalities", "frame,clip"])
+    assert res.exit_code == 2 and "modalities ['frame', 'clip', 'speech', 'word'] there" in (
+        " ".join(res.output.split())
+    )
+    # a failed argument check leaves no folder and no config.yaml behind
+    fresh = tmp_path / "fresh"
+    res = _cli(["train", "--config", yaml_path, "--out", fresh, "--device", "tpu"])
+    assert res.exit_code == 2 and "unknown device 'tpu'" in res.output
+    assert not fresh.exists()
+    # --no-resume starts over: the other model's checkpoints are replaced
+    res = _cli([*base, "--model", "affine_transformer", "--no-resume"])
+    assert res.exit_code == 0, res.output
+    assert TrainConfig.from_yaml(out / "config.yaml").model == "affine_transformer"
+    for path in out.glob("*.ckpt"):
+        assert _ckpt(path)["hyper_parameters"]["model_name"] == "affine_transformer", path
+
+
+def test_ctrl_c_exits_130_and_the_rerun_resumes(data, tmp_path):
+    """A real SIGINT to ``mmaffect train`` (a separate process, output to a pipe)."""
+    import signal
+    import subprocess
+    import sys
+
+    yaml_path = tmp_path / "tiny.yaml"
+    config(data, tmp_path / "run", "expr", epochs=200).to_yaml(yaml_path)
+    cmd = [sys.executable, "-m", "mmaffect", "train", "--config", str(yaml_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("epoch 2/200"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    done = int(_ckpt(tmp_path / "run" / "last.ckpt")["epoch"]) + 1
+    assert done >= 2 and len(_epoch_lines("".join(seen) + rest)) == done
+    assert err.strip().endswith(
+        f"interrupted: {tmp_path / 'run' / 'last.ckpt'} holds epoch {done}/200; "
+        "run the same command again to resume"
+    ), err
+    again = subprocess.run(
+        [*cmd, "--epochs", str(done + 1)], capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 0, again.stderr
+    assert [ln.split()[1] for ln in _epoch_lines(again.stdout)] == [f"{done + 1}/{done + 1}"]
+    rows = read_metrics(tmp_path / "run" / "logs" / "metrics.csv")
+    assert sorted(epoch_values(rows, "val/score")) == list(range(done + 1))
+
+
+def test_output_in_a_log_is_one_plain_line_per_epoch(data, tmp_path):
+    """Not a terminal: a line per epoch with loss, score and lr; none of Lightning's tips,
+    device lines or deprecation warnings."""
+    import re
+    import subprocess
+    import sys
+
+    yaml_path = tmp_path / "tiny.yaml"
+    config(data, tmp_path / "run", "va", epochs=2).to_yaml(yaml_path)
+    cmd = [sys.executable, "-m", "mmaffect", "train", "--config", str(yaml_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    number = r"-?\d[\d.e+-]*"
+    line = rf"epoch (\d)/2  train/loss {number}  val/score {number}  lr 0\.05"
+    lines = _epoch_lines(res.stdout)
+    assert [re.fullmatch(line, ln).group(1) for ln in lines] == ["1", "2"], res.stdout
+    assert res.stderr == "", res.stderr
+    for chatter in ("Tip", "GPU available", "TPU available", "deprecated", "Warning", "stopped"):
+        assert chatter not in res.stdout, res.stdout
+
+
+def test_checkpoint_settings_make_the_same_cache_entries(tmp_path, models_dir):
+    """Train on ``extract --frame-crop 112`` features of real videos: the options rebuilt from
+    the checkpoint give its faces/frame/clip hashes, and a second extract with them finds every
+    entry, the speech and word ones (keyed on each video's frame grid) included. Each step runs
+    in its own process, as a user runs them (see the SIGPROF note in test_predict)."""
+    import json
+    import subprocess
+    import sys
+
+    from mmaffect.errors import InputError
+    from mmaffect.extraction import ExtractOptions
+    from mmaffect.features.vision import face_config_dict, vision_keys
+    from mmaffect.features.words import WORDS_VERSION
+    from mmaffect.training.feature_settings import extract_options_from_checkpoint
+
+    samples = REPO / "sample_media"
+    videos = [str(samples / "astronaut_talking.mp4"), str(samples / "no_face.mp4")]
+    cache = tmp_path / "cache"
+    mm = [sys.executable, "-m", "mmaffect"]
+    subprocess.run([*mm, "extract", *videos, "--cache", str(cache), "--frame-crop", "112",
+                    "--models-dir", str(models_dir), "--no-progress"], check=True,
+                   capture_output=True)  # fmt: skip
+    rng = np.random.default_rng(0)
+    for split, vid, n in (
+        ("Train_Set", "astronaut_talking", 150),
+        ("Validation_Set", "no_face", 75),
+    ):
+        lab = VideoLabels.from_values(vid, EXPR_8, rng.integers(0, 8, size=n))
+        write_video_labels(tmp_path / "EXPR" / split / f"{vid}.txt", lab)
+    hp = {k: v for k, v in TINY.items() if k != "dims"}  # the real features' widths
+    TrainConfig(task="expr", annotations=str(tmp_path / "EXPR"), cache=str(cache),
+                modalities=list(DIMS), window=8, batch_size=32, epochs=1, model_hparams=hp,
+                out=str(tmp_path / "run"), scheduler={"name": "none"},
+                ).to_yaml(tmp_path / "run.yaml")  # fmt: skip
+    subprocess.run([*mm, "train", "--config", str(tmp_path / "run.yaml")], check=True,
+                   capture_output=True)  # fmt: skip
+    ckpt = tmp_path / "run" / "last.ckpt"
+    saved = _ckpt(ckpt)["hyper_parameters"]
+    configs, settings = saved["feature_configs"], saved["feature_settings"]
+    assert set(configs) == {"faces", "frame", "clip"}  # speech/word keys depend on the video
+    assert set(settings) == {"faces", "frame", "clip", "speech", "word"}
+    assert settings["frame"]["crop_size"] == 112
+    assert "grid" not in json.dumps(settings) and "n_frames" not in json.dumps(settings)
+
+    options = extract_options_from_checkpoint(settings, ExtractOptions(models_dir=models_dir))
+    assert options.frame.crop_size == 112 and options.models_dir == models_dir
+    for vid in ("astronaut_talking", "no_face"):
+        keys = vision_keys(vid, face_config_dict(options.face, False), options.frame, options.clip)
+        assert {m: keys[m][0].config_hash for m in configs} == configs
+    default = ExtractOptions()
+    keys = vision_keys(
+        "no_face", face_config_dict(default.face, False), default.frame, default.clip
+    )
+    assert keys["frame"][0].config_hash != configs["frame"]  # the defaults would miss them
+
+    script = (
+        "import json, sys, torch, mmaffect\n"
+        "from mmaffect.extraction import ExtractOptions\n"
+        "from mmaffect.training.feature_settings import extract_options_from_checkpoint\n"
+        "hp = torch.load(sys.argv[1], weights_only=False)['hyper_parameters']\n"
+        "base = ExtractOptions(models_dir=sys.argv[3])\n"
+        "opts = extract_options_from_checkpoint(hp['feature_settings'], base)\n"
+        "r = mmaffect.extract(sys.argv[4:], cache=sys.argv[2], options=opts, progress=False)\n"
+        "print(json.dumps({v: [s.computed, s.reused] for v, s in r.videos.items()}))\n"
+    )
+    again = subprocess.run([sys.executable, "-c", script, str(ckpt), str(cache), str(models_dir),
+                            *videos], check=True, capture_output=True, text=True)  # fmt: skip
+    done = json.loads(again.stdout.strip().splitlines()[-1])
+    for vid in ("astronaut_talking", "no_face"):
+        computed, reused = done[vid]
+        assert computed == [] and {"frame", "clip", "speech", "word"} <= set(reused), done
+
+    # settings that this version cannot make again are refused, naming the branch
+    old = {**settings, "word": {**settings["word"], "version": 0}}
+    with pytest.raises(
+        InputError, match=rf"word features .*version: trained 0, now {WORDS_VERSION}"
+    ):
+        extract_options_from_checkpoint(old)

@@ -382,7 +382,10 @@ def train_cmd(
     config: Annotated[
         Path | None, typer.Option("--config", help="Pipeline YAML (pipelines/*.yaml).")
     ] = None,
-    edition: Annotated[str | None, typer.Option("--edition", help="e.g. abaw5.")] = None,
+    edition: Annotated[
+        str | None,
+        typer.Option("--edition", help="Edition whose metric picks the best epoch [abaw3]."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     stride: Annotated[
@@ -392,9 +395,19 @@ def train_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder.")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.")] = None,
+    resume: Annotated[
+        bool | None,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue from OUT/last.ckpt [resume]; --no-resume starts over in OUT.",
+        ),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Train a model on cached features; options given here override the --config YAML."""
+    from rich.markup import escape
+
+    from mmaffect.batch import EXIT_INTERRUPTED
     from mmaffect.errors import MmaffectError
     from mmaffect.training.train import TrainConfig, train
 
@@ -411,16 +424,21 @@ def train_cmd(
         "out": out_dir,
         "seed": seed,
         "device": device,
+        "resume": resume,
     }
     try:
         base = TrainConfig.from_yaml(config).to_dict() if config else {}
         base.update({k: v for k, v in overrides.items() if v is not None})
         result = train(TrainConfig.from_dict(base))
-    except MmaffectError as e:
+    except MmaffectError as e:  # a bad setting or input: checked before anything is written
         if debug:
             raise
-        err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
-        raise typer.Exit(1) from None
+        err.print(f"[red]error:[/] {escape(e.one_line())}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt as e:
+        note = str(e) if str(e).startswith("interrupted") else "interrupted"
+        err.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     out.print(f"best val/score {score} after {result.epochs} epochs", highlight=False)
     # soft_wrap: a long path stays on one line (scripts read these lines)

@@ -355,13 +355,13 @@ class WindowDataset(Dataset):
     # ---------------------------------------------------------------- setup
     def _open_video(self, vid: str, configs: Mapping[str, str] | None) -> _VideoSource:
         entries = find_entries(self.cache, vid, self.modalities, configs)
-        faces = _candidates(self.cache, vid, "faces")
         wanted_faces = (configs or {}).get("faces")
-        faces_pick = _pick(faces, wanted_faces) if faces else None
         counts = {}
         arrays: dict[str, list[str]] = {}
         for m, folder in entries.items():
             meta = json.loads((folder / META).read_text())
+            # the faces entry the frame/clip features were computed from
+            wanted_faces = wanted_faces or (meta.get("config") or {}).get("faces")
             counts[m] = int(meta["timing"]["n_frames"])
             names = ["values"] + (["valid"] if "valid" in meta["arrays"] else [])
             if "values" not in meta["arrays"]:
@@ -373,6 +373,8 @@ class WindowDataset(Dataset):
                 f"{vid}: the modalities have different frame counts ({detail})",
                 hint="re-extract them from the same video with mmaffect extract",
             )
+        faces = _candidates(self.cache, vid, "faces")
+        faces_pick = _pick(faces, wanted_faces) if faces else None
         return _VideoSource(
             vid, next(iter(counts.values())), entries, faces_pick[0] if faces_pick else None, arrays
         )

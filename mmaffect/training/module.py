@@ -20,7 +20,7 @@ from mmaffect import metrics
 from mmaffect.errors import InputError
 from mmaffect.models import create_model
 
-__all__ = ["TASK_CHOICES", "AffectModule", "model_inputs", "task_heads"]
+__all__ = ["TASK_CHOICES", "AffectModule", "make_optimization", "model_inputs", "task_heads"]
 
 TASK_CHOICES = ("expr", "va", "au", "mtl")
 
@@ -116,7 +116,7 @@ class AffectModule(L.LightningModule):
         model_hparams: Mapping[str, Any] | None = None,
         task: str = "expr",
         modalities: Sequence[str] = ("frame", "clip", "speech", "word"),
-        edition: str = "abaw5",
+        edition: str = "abaw3",
         window: int = 60,
         losses: Mapping[str, str] | None = None,
         loss_weights: Mapping[str, float] | None = None,
@@ -140,7 +140,13 @@ class AffectModule(L.LightningModule):
             hp["n_expr"] = len(names["expr"])
         if "au" in names and "n_au" not in hp:
             hp["n_au"] = len(names["au"])
-        self.model = create_model(model_name, **hp)
+        try:
+            self.model = create_model(model_name, **hp)
+        except TypeError as e:
+            raise InputError(
+                f"model {model_name!r} does not take these model_hparams ({e})",
+                hint="model_hparams must be arguments of the model (docs/models_architectures.md)",
+            ) from None
         full_hp = dict(getattr(self.model, "hparams", hp))
         self.save_hyperparameters(
             {
@@ -161,6 +167,12 @@ class AffectModule(L.LightningModule):
             }
         )
         self._loss_fns = self._make_losses()
+        # a dry run: a bad optimizer or scheduler setting fails here, not after the first epoch
+        make_optimization(
+            [torch.nn.Parameter(torch.zeros(1))],
+            self.hparams["optimizer"],
+            self.hparams["scheduler"],
+        )
         self._val: list[dict[str, np.ndarray]] = []
 
     # ------------------------------------------------------------------ losses
@@ -201,6 +213,11 @@ class AffectModule(L.LightningModule):
             for k, v in terms.items():
                 self.log(f"train/loss_{k.lower()}", v, on_step=False, on_epoch=True, batch_size=bs)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        # the learning rate at the start of the epoch (metrics.csv, the per-epoch lines)
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("lr", torch.tensor(lr, dtype=torch.float64), on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
@@ -262,26 +279,54 @@ class AffectModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        opt_cfg = dict(self.hparams["optimizer"])
-        name = str(opt_cfg.pop("name", "sgd")).lower()
-        classes = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-        if name not in classes:
-            raise InputError(f"unknown optimizer {name!r}", hint=f"choose among {list(classes)}")
-        if name != "sgd":
-            opt_cfg.pop("momentum", None)
-        opt = classes[name](self.parameters(), **opt_cfg)
-        sch_cfg = dict(self.hparams["scheduler"])
-        sch_name = str(sch_cfg.pop("name", "none")).lower()
-        interval = sch_cfg.pop("interval", "epoch")
+        return make_optimization(
+            self.parameters(),
+            self.hparams["optimizer"],
+            self.hparams["scheduler"],
+            max_epochs=int(self.trainer.max_epochs or 1),
+        )
+
+
+def make_optimization(
+    params: Any, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any], max_epochs: int = 1
+) -> Any:
+    """The optimiser (and scheduler) of :meth:`AffectModule.configure_optimizers`.
+
+    Raises
+    ------
+    InputError
+        An unknown optimiser or scheduler name, or arguments they do not take.
+    """
+    opt_cfg = dict(optimizer)
+    name = str(opt_cfg.pop("name", "sgd")).lower()
+    classes = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if name not in classes:
+        raise InputError(f"unknown optimizer {name!r}", hint=f"choose among {', '.join(classes)}")
+    if name != "sgd":
+        opt_cfg.pop("momentum", None)
+    sch_cfg = dict(scheduler)
+    sch_name = str(sch_cfg.pop("name", "none")).lower()
+    interval = sch_cfg.pop("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise InputError(f"unknown scheduler interval {interval!r}", hint="epoch or step")
+    schedulers = {
+        "cosine_warm_restarts": torch.optim.lr_scheduler.CosineAnnealingWarmRestarts,
+        "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+    }
+    if sch_name not in (*schedulers, "none", ""):
+        raise InputError(
+            f"unknown scheduler {sch_name!r}", hint="cosine_warm_restarts, cosine or none"
+        )
+    if sch_name == "cosine":
+        sch_cfg.setdefault("T_max", max(1, max_epochs))
+    try:
+        opt = classes[name](params, **opt_cfg)
         if sch_name in ("none", ""):
             return opt
-        if sch_name == "cosine_warm_restarts":
-            sch = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, **sch_cfg)
-        elif sch_name == "cosine":
-            sch_cfg.setdefault("T_max", max(1, int(self.trainer.max_epochs or 1)))
-            sch = torch.optim.lr_scheduler.CosineAnnealingLR(opt, **sch_cfg)
-        else:
-            raise InputError(
-                f"unknown scheduler {sch_name!r}", hint="cosine_warm_restarts, cosine or none"
-            )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": interval}}
+        sch = schedulers[sch_name](opt, **sch_cfg)
+    except (TypeError, ValueError) as e:
+        raise InputError(
+            f"optimizer {name!r} / scheduler {sch_name!r}: {e}",
+            hint="check the optimizer and scheduler settings of the training config",
+        ) from None
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sch, "interval": interval}}

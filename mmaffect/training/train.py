@@ -6,6 +6,8 @@ import csv
 import dataclasses
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,18 @@ import yaml
 
 from mmaffect.errors import InputError
 
-__all__ = ["TrainConfig", "TrainResult", "build_datasets", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingInterrupted",
+    "build_datasets",
+    "check_edition",
+    "prepare",
+    "train",
+]
 
 CONFIG_NAME = "config.yaml"
+LAST_NAME = "last.ckpt"
 
 
 @dataclass
@@ -28,7 +39,8 @@ class TrainConfig:
     task
         ``expr``, ``va``, ``au`` or ``mtl``.
     edition
-        ABAW edition whose official metric is ``val/score`` (``abaw5``).
+        ABAW edition whose official metric is ``val/score`` (``abaw3``, as ``predict``); it
+        must have the task's track (MTL: ABAW3, 4 and 7).
     annotations
         Uni-task: the folder holding ``Train_Set``/``Validation_Set`` of that track. MTL: the
         folder holding the MTL split files (``train_set.txt``, ``validation_set.txt``, …).
@@ -53,7 +65,8 @@ class TrainConfig:
     out
         Run folder (checkpoints, ``config.yaml``, ``metrics.csv``).
     resume
-        Continue from ``out/last.ckpt`` when it exists.
+        Continue from ``out/last.ckpt`` when it exists; False starts over in ``out`` (the
+        previous run's checkpoints there are replaced).
     optimizer, scheduler, losses, loss_weights, expr_confidence
         Passed to :class:`~mmaffect.training.module.AffectModule`.
     feature_configs
@@ -61,7 +74,7 @@ class TrainConfig:
     """
 
     task: str = "expr"
-    edition: str = "abaw5"
+    edition: str = "abaw3"
     annotations: str | None = None
     cache: str | None = None
     model: str = "fusion"
@@ -106,11 +119,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
-        """The config as YAML text; also written to ``path`` when given."""
+        """The config as YAML text; also written (atomically) to ``path`` when given."""
+        from mmaffect.atomic import atomic_write_text
+
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+            atomic_write_text(path, text)
         return text
 
     @classmethod
@@ -250,23 +265,6 @@ def check_edition_layout(task: str, edition: str, space: Any, where: Any = None)
         )
 
 
-def _entry_hashes(datasets: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """``{modality: config hash}`` when every video used entries of one configuration, and
-    ``{modality: configuration}`` of those entries (from their ``meta.json``)."""
-    import json
-
-    seen: dict[str, set[str]] = {}
-    settings: dict[str, Any] = {}
-    for ds in datasets:
-        for src in ds.videos:
-            for m, folder in src.entries.items():
-                seen.setdefault(m, set()).add(folder.name.split("-", 1)[-1])
-                if m not in settings:
-                    settings[m] = json.loads((folder / "meta.json").read_text()).get("config")
-    hashes = {m: next(iter(h)) for m, h in seen.items() if len(h) == 1}
-    return hashes, {m: settings[m] for m in hashes}
-
-
 def _read_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
@@ -279,13 +277,18 @@ def _merge_csv(path: Path, previous: list[dict[str, str]]) -> None:
     new = _read_csv(path)
     first_new = min((int(r["epoch"]) for r in new if r.get("epoch")), default=None)
     kept = [r for r in previous if first_new is None or int(r.get("epoch") or 0) < first_new]
+    import io
+
+    from mmaffect.atomic import atomic_write_text
+
     keys: list[str] = []
     for row in kept + new:
         keys += [k for k in row if k not in keys]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(kept + new)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(kept + new)
+    atomic_write_text(path, text.getvalue())
 
 
 def _accelerator(device: str) -> str:
@@ -301,57 +304,87 @@ def _accelerator(device: str) -> str:
     raise InputError(f"unknown device {device!r}", hint="auto, cpu or gpu")
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train a model as ``config`` says.
+@dataclass
+class _Run:
+    """A checked training run: everything :func:`train` needs, nothing written yet."""
 
-    The run folder ``config.out`` gets ``config.yaml``, checkpoints (best ``val/score`` and
-    ``last.ckpt``) and ``metrics.csv`` (one ``val/score`` row per epoch). An existing
-    ``last.ckpt`` is resumed when ``config.resume`` (the epoch count continues).
+    config: TrainConfig
+    out: Path
+    train_ds: Any
+    val_ds: Any
+    module: Any
+    accelerator: str
+    precision: str
+    resume_epoch: int | None  # epoch stored in out/last.ckpt when resuming
 
-    Parameters
-    ----------
-    config
-        The run's settings.
 
-    Returns
-    -------
-    TrainResult
-        Checkpoint paths, best score, epochs done and the in-memory module.
+def check_edition(task: str, edition: str) -> None:
+    """Refuse an edition that has no track for ``task`` (``mtl``: the MTL track).
+
+    Raises
+    ------
+    InputError
+        E.g. ``ABAW5 has no MTL track (…)``, with the editions that ran it.
+    """
+    from mmaffect import metrics
+
+    metrics.track_spec(task.upper(), edition)
+
+
+def _checked_out(config: TrainConfig) -> Path:
+    if not config.out:
+        raise InputError("training needs an output folder (out)")
+    out = Path(config.out).absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder", hint="give a folder as --out")
+    return out
+
+
+def _precision(config: TrainConfig, accelerator: str) -> str:
+    precision = config.precision
+    if precision == "auto" or (
+        accelerator == "cpu" and "16" in precision and "bf" not in precision
+    ):
+        precision = "16-mixed" if accelerator == "gpu" else "32-true"
+    return precision
+
+
+def _check_dims(module: Any, dataset: Any) -> None:
+    """The model's input widths against the cached features (before anything is written)."""
+    item = dataset[0]
+    dims = dict(module.model.hparams.get("dims", {}))
+    for m in module.modalities:
+        width = int(item[f"feat_{m}"].shape[-1])
+        if m in dims and int(dims[m]) != width:
+            raise InputError(
+                f"the cached {m!r} features have {width} columns but the model expects {dims[m]}",
+                hint=f"set model_hparams.dims.{m}: {width} in the config, or extract the "
+                "features the model was made for",
+            )
+
+
+def prepare(config: TrainConfig) -> _Run:
+    """Check every setting of ``config`` and build the datasets and the module; writes nothing.
+
+    Raises
+    ------
+    InputError
+        Any bad setting, missing data, or a run folder that cannot be resumed with ``config``.
     """
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
-    from mmaffect.training.dataset import make_loader
+    from mmaffect.training.feature_settings import collect_feature_settings
     from mmaffect.training.module import AffectModule, task_heads
 
     task_heads(config.task)
-    if not config.out:
-        raise InputError("training needs an output folder (out)")
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out / CONFIG_NAME)
+    check_edition(config.task, config.edition)
+    out = _checked_out(config)
+    accelerator = _accelerator(config.device)
     L.seed_everything(config.seed, workers=True, verbose=False)
-
     train_ds, val_ds, names = build_datasets(config)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise InputError("the train or validation split has no labelled frame with features")
-    balanced = None
-    if config.balanced:
-        balanced = {"expr": "expr", "mtl": "expr", "au": "au"}.get(config.task)
-    train_loader = make_loader(
-        train_ds,
-        batch_size=config.batch_size,
-        shuffle=True,
-        balanced=balanced,
-        num_workers=config.num_workers,
-        seed=config.seed,
-    )
-    val_loader = make_loader(
-        val_ds, batch_size=config.batch_size, shuffle=False, num_workers=config.num_workers
-    )
-    hashes, settings = _entry_hashes([train_ds, val_ds])
-    feature_configs = dict(config.feature_configs) or hashes
+    hashes, settings = collect_feature_settings([train_ds, val_ds])
     module = AffectModule(
         model_name=config.model,
         model_hparams=config.model_hparams,
@@ -365,50 +398,266 @@ def train(config: TrainConfig) -> TrainResult:
         optimizer={**config.optimizer, "lr": config.lr},
         scheduler=config.scheduler,
         label_names=names,
-        feature_configs=feature_configs,
+        feature_configs=dict(config.feature_configs) or hashes,
         feature_settings=settings,
     )
-    accelerator = _accelerator(config.device)
-    precision = config.precision
-    if precision == "auto" or (
-        accelerator == "cpu" and "16" in precision and "bf" not in precision
-    ):
-        precision = "16-mixed" if accelerator == "gpu" else "32-true"
-    best_cb = ModelCheckpoint(
+    _check_dims(module, train_ds)
+    last = out / LAST_NAME
+    resume_epoch = (
+        check_resumable(last, module.hparams) if config.resume and last.is_file() else None
+    )
+    return _Run(
+        config, out, train_ds, val_ds, module, accelerator, _precision(config, accelerator),
+        resume_epoch,
+    )  # fmt: skip
+
+
+#: Hyperparameters a resumed run must share with the run folder's ``last.ckpt``.
+RESUME_KEYS = ("model_name", "model_hparams", "task", "modalities", "label_names", "edition")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise InputError(
+            f"{path}: not a readable checkpoint ({type(e).__name__}: {e})",
+            hint=f"use another --out, or --no-resume to start over in {path.parent}",
+        ) from None
+
+
+def check_resumable(last: Path, hparams: Any) -> int:
+    """The epoch stored in ``last``; an :class:`InputError` when the run it holds differs
+    from ``hparams`` in what a resume cannot change (:data:`RESUME_KEYS`)."""
+    import json
+
+    ckpt = _load_checkpoint(last)
+    saved = ckpt.get("hyper_parameters") or {}
+
+    def norm(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    diffs = []
+    for key in RESUME_KEYS:
+        old, new = saved.get(key), hparams.get(key)
+        if norm(old) == norm(new):
+            continue
+        if key == "model_hparams" and isinstance(old, dict) and isinstance(new, dict):
+            keys = (set(old) | set(new)) - {"modalities", "tasks"}  # named on their own
+            keys = {k for k in keys if norm(old.get(k)) != norm(new.get(k))}
+            diffs += [f"{key}.{k} {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(keys)]
+        else:
+            diffs.append(f"{key} {old!r} there, {new!r} now")
+    if diffs:
+        raise InputError(
+            f"{last.parent} holds a run that cannot be resumed with these settings "
+            f"({'; '.join(diffs)})",
+            hint=f"use another --out, or --no-resume to start over in {last.parent} "
+            "(its checkpoints are replaced)",
+        )
+    return int(ckpt.get("epoch", 0))
+
+
+def _start_run_folder(run: _Run) -> None:
+    """Create the run folder and write ``config.yaml``; without resume, remove the previous
+    run's checkpoints (``last.ckpt``, ``best-*.ckpt``) so that none of them is taken for this
+    run's."""
+    from mmaffect.atomic import atomic_write_text
+
+    try:
+        run.out.mkdir(parents=True, exist_ok=True)
+        if not run.config.resume:
+            for old in [run.out / LAST_NAME, *run.out.glob("best-*.ckpt")]:
+                old.unlink(missing_ok=True)
+        atomic_write_text(run.out / CONFIG_NAME, run.config.to_yaml())
+    except OSError as e:
+        raise InputError(f"{run.out}: cannot write the run folder ({e.strerror or e})") from None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`: ``last_checkpoint`` (or None) holds ``epochs_done``
+    finished epochs; training again with the same run folder resumes from there."""
+
+    def __init__(self, out: Path, last_checkpoint: Path | None, epochs_done: int, epochs: int):
+        self.out, self.last_checkpoint = out, last_checkpoint
+        self.epochs_done, self.epochs = epochs_done, epochs
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        if self.last_checkpoint is None:
+            return f"interrupted before the first epoch ended: {self.out} has no checkpoint yet"
+        return (
+            f"interrupted: {self.last_checkpoint} holds epoch {self.epochs_done}/{self.epochs}; "
+            "run the same command again to resume"
+        )
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a model as ``config`` says.
+
+    Every setting is checked (:func:`prepare`) before anything is written. The run folder
+    ``config.out`` then gets ``config.yaml``, ``best-<epoch>.ckpt`` (best ``val/score``),
+    ``last.ckpt`` (the end of the latest finished epoch) and ``logs/metrics.csv`` (per epoch:
+    ``train/loss``, ``lr``, ``val/score`` and the edition's other figures). An existing
+    ``last.ckpt`` is resumed when ``config.resume`` (the epoch count continues); without
+    resume the previous run's checkpoints are replaced. Not on a terminal, one plain line is
+    printed per epoch.
+
+    Parameters
+    ----------
+    config
+        The run's settings.
+
+    Returns
+    -------
+    TrainResult
+        Checkpoint paths, best score, epochs done and the in-memory module.
+
+    Raises
+    ------
+    InputError
+        A bad setting (nothing written).
+    TrainingInterrupted
+        Ctrl-C (a :class:`KeyboardInterrupt`); ``last.ckpt`` keeps the latest finished epoch.
+    """
+    run = prepare(config)
+    _start_run_folder(run)
+    return _fit(run)
+
+
+#: Lightning loggers whose info lines (device summary, tips, "fit stopped") are not shown.
+QUIET_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+)
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Drop Lightning's tips, device lines and its deprecation and possible-user warnings
+    (about DataLoader workers and the like, settings this toolkit makes); errors and other
+    warnings still show."""
+    import logging
+
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [log.level for log in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings(
+                "ignore", category=category, module=r"(lightning|lightning_utilities)(\.|$)"
+            )
+        for log in loggers:
+            log.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for log, level in zip(loggers, levels, strict=True):
+                log.setLevel(level)
+
+
+def _epoch_lines(stream: Any) -> Any:
+    """A callback printing one plain line per finished epoch: epoch, train loss, val score, lr.
+
+    It is a ``Checkpoint`` only so that Lightning runs it after the checkpoint callbacks (it
+    orders those last): a line is printed once ``last.ckpt`` holds its epoch.
+    """
+    from lightning.pytorch.callbacks import Checkpoint
+
+    class EpochLines(Checkpoint):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            metrics = trainer.callback_metrics
+            parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+            for key in ("train/loss", "val/score", "lr"):
+                if key in metrics:
+                    parts.append(f"{key} {float(metrics[key]):.6g}")
+            print("  ".join(parts), file=stream, flush=True)
+
+    return EpochLines()
+
+
+def _checkpoints(out: Path) -> tuple[Any, Any]:
+    """``best-<epoch>.ckpt`` (highest ``val/score``) and ``last.ckpt``, written at the end of
+    every epoch. (``save_last=True`` of the best callback writes last.ckpt only when the score
+    improves.) The last one comes second: its file holds the best callback's updated state."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    best = ModelCheckpoint(
         dirpath=out,
         filename="best-{epoch:03d}",
         monitor="val/score",
         mode="max",
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks: list[Any] = [best_cb]
-    if sys.stdout.isatty():
-        callbacks.append(RichProgressBar())
-    logger = CSVLogger(save_dir=str(out), name="", version="logs")
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator=accelerator,
-        devices=1,
-        precision=precision,
-        callbacks=callbacks,
-        logger=logger,
-        enable_progress_bar=sys.stdout.isatty(),
-        enable_model_summary=False,
-        log_every_n_steps=1,
-        deterministic=False,
+    last = ModelCheckpoint(
+        dirpath=out,
+        filename=LAST_NAME.removesuffix(".ckpt"),
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
     )
-    last = out / "last.ckpt"
-    ckpt_path = str(last) if config.resume and last.is_file() else None
+    return best, last
+
+
+def _loaders(run: _Run) -> tuple[Any, Any]:
+    from mmaffect.training.dataset import make_loader
+
+    config = run.config
+    balanced = (
+        {"expr": "expr", "mtl": "expr", "au": "au"}.get(config.task) if config.balanced else None
+    )
+    loader = dict(batch_size=config.batch_size, num_workers=config.num_workers)
+    train_loader = make_loader(
+        run.train_ds, shuffle=True, balanced=balanced, seed=config.seed, **loader
+    )
+    return train_loader, make_loader(run.val_ds, shuffle=False, **loader)
+
+
+def _fit(run: _Run) -> TrainResult:
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    config, out = run.config, run.out
+    train_loader, val_loader = _loaders(run)
+    best_cb, last_cb = _checkpoints(out)
+    tty = sys.stdout.isatty()
+    progress = RichProgressBar() if tty else _epoch_lines(sys.stdout)
+    logger = CSVLogger(save_dir=str(out), name="", version="logs")
+    with _quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=config.epochs,
+            accelerator=run.accelerator,
+            devices=1,
+            precision=run.precision,
+            callbacks=[best_cb, last_cb, progress],
+            logger=logger,
+            enable_progress_bar=tty,
+            enable_model_summary=False,
+            log_every_n_steps=1,
+            deterministic=False,
+        )
+    last = out / LAST_NAME
+    ckpt_path = str(last) if run.resume_epoch is not None else None
     metrics_csv = Path(logger.log_dir) / "metrics.csv"
     previous = _read_csv(metrics_csv) if ckpt_path else []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
-        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    if ckpt_path:
+        done = run.resume_epoch + 1
+        print(f"resuming from {last}: epoch {done}/{config.epochs} done", flush=True)
+    interrupted = _fit_or_interrupted(trainer, run.module, train_loader, val_loader, ckpt_path)
     if previous:
         _merge_csv(metrics_csv, previous)
+    if interrupted:
+        done = int(_load_checkpoint(last).get("epoch", -1)) + 1 if last.is_file() else 0
+        raise TrainingInterrupted(out, last if last.is_file() else None, done, config.epochs)
     best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
     score = best_cb.best_model_score
     return TrainResult(
@@ -418,6 +667,30 @@ def train(config: TrainConfig) -> TrainResult:
         best_score=None if score is None else float(score),
         epochs=int(trainer.current_epoch),
         metrics_csv=metrics_csv if metrics_csv.is_file() else None,
-        module=module,
-        val_dataset=val_ds,
+        module=run.module,
+        val_dataset=run.val_ds,
     )
+
+
+def _fit_or_interrupted(
+    trainer: Any, module: Any, train_loader: Any, val_loader: Any, ckpt_path: str | None
+) -> bool:
+    """``trainer.fit``; True when Ctrl-C stopped it. (Lightning catches the KeyboardInterrupt,
+    runs its exception hooks, ignores SIGINT from then on and exits with status 1; the SIGINT
+    handler is put back and the interruption reported to the caller instead.)"""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        with _quiet_lightning():
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        return True
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    return False
