@@ -104,3 +104,26 @@ def remove_dead_temps(folder: str | Path) -> int:
             p.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def writable_dir(path: str | Path, option: str) -> Path:
+    """``path`` as a folder this process can write into (created if needed).
+
+    Raises
+    ------
+    InputError
+        It cannot be created or written (``option`` names the flag to change).
+    """
+    from mmaffect.errors import InputError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=f".write-check.{os.getpid()}."):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise InputError(
+            f"cannot write to {path}: {reason}", hint=f"choose a writable folder with {option}"
+        ) from None
+    return path

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mmaffect.atomic import atomic_dir, atomic_path, atomic_write_text, remove_dead_temps
-from mmaffect.batch import Skip
+from mmaffect.batch import UpToDate
 from mmaffect.media import MediaSource, open_source
 from mmaffect.media.audio import AudioTrack
 
@@ -52,7 +52,7 @@ def demux_source(source: MediaSource, out: Path, options: DemuxOptions) -> str:
     folder = out / source.id
     manifest_path = folder / "manifest.json"
     if manifest_path.exists() and not options.force:
-        raise Skip("already demuxed")
+        raise UpToDate("already demuxed")
     remove_dead_temps(folder)  # left by an interrupted run
     opened = open_source(source)
     manifest: dict = {"id": source.id, "source": str(source.path), "probe": opened.info.to_dict()}

@@ -2,21 +2,27 @@
 
 Concurrency (why the run is faster than the sum of its stages):
 
-* the **audio side** (speech features, ASR, word embeddings) of each video runs in a thread pool
-  (``workers`` threads) beside the **vision side**, which runs in the calling thread;
+* the **audio side** (speech features, ASR, word embeddings) of each video runs in a pool of
+  ``workers`` threads beside the **vision side**, which runs in a thread of its own, one video
+  at a time, while the calling thread waits for both;
 * frames are decoded by ffmpeg in a background thread that runs ahead across videos, so the next
   video is being decoded while the models still work on the current one.
 
-A video fails on its own (one-line reason in the summary); the others go on. Entries already in
-the cache and fresh are reused; ``force`` recomputes them. Interrupting leaves no partial entry.
+A video fails on its own (one-line reason in the summary); the others go on. A side that makes no
+progress for ``stall_seconds`` is given up (:mod:`mmaffect.watchdog`): its video fails with a
+message instead of hanging the batch. Entries already in the cache and fresh are reused;
+``force`` recomputes them. Interrupting leaves no partial entry.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import functools
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +30,7 @@ from typing import Any
 from rich.console import Console
 
 from mmaffect.batch import BatchReport, ItemResult, print_summary
-from mmaffect.errors import InputError, MmaffectError
+from mmaffect.errors import InputError, MmaffectError, StageStalled
 from mmaffect.features.audio_side import source_timing
 from mmaffect.features.cache import FeatureCache
 from mmaffect.features.stages import StageClock
@@ -35,11 +41,12 @@ from mmaffect.features.vision import (
     Prefetch,
     VisionModels,
     VisionResult,
-    prefetch,
     run_vision,
     vision_todo,
 )
 from mmaffect.media import MediaSource, discover, open_source
+from mmaffect.media.ffmpeg import ChildProcesses
+from mmaffect.watchdog import DEFAULT_STALL_SECONDS, Heartbeat, WatchedThreads
 
 MODALITIES = ("frame", "clip", "speech", "word")
 # "faces" alone asks for detection and tracking only (always done for frame and clip).
@@ -78,6 +85,9 @@ class ExtractOptions:
     speech: Any = None  # SpeechConfig (default when None)
     words: Any = None  # WordConfig (default when None)
     transcripts: Path | None = None  # folder of the user's own transcripts (instead of ASR)
+    # A video whose vision or audio side makes no progress for this long is given up (fails
+    # with a message; the batch goes on). 0: wait for ever.
+    stall_seconds: float = DEFAULT_STALL_SECONDS
 
 
 @dataclass
@@ -158,38 +168,236 @@ class _Progress:
         self.bar.__exit__(*exc)
 
 
-def _open_ahead(sources: Sequence[MediaSource]) -> Iterator[tuple[MediaSource, Any]]:
-    """Probe each source (a probe error travels in place of the opened source)."""
-    for src in sources:
-        try:
-            yield src, open_source(src)
-        except MmaffectError as e:
-            yield src, e
-
-
 def _with_next_started(items: Iterator, start) -> Iterator[tuple[Any, Any]]:
     """Yield ``(item, started)`` pairs, calling ``start`` on the *next* item before the current
     one is handed out: the next video is decoding while the current one is processed, and at
-    most two videos are being decoded at any time."""
+    most two videos are being decoded at any time. Closing the generator closes what was
+    started ahead and not handed out."""
     nxt = next(items, None)
     started = start(nxt) if nxt is not None else None
-    while nxt is not None:
-        current, current_started = nxt, started
-        nxt = next(items, None)
-        started = start(nxt) if nxt is not None else None
-        yield current, current_started
-
-
-def _run_now(fn, *args) -> Future:
-    """``fn(*args)`` run here, its result or exception in a completed future."""
-    fut: Future = Future()
     try:
-        fut.set_result(fn(*args))
-    except KeyboardInterrupt:
-        raise
-    except BaseException as e:  # noqa: BLE001 - reported with the video, as from the pool
-        fut.set_exception(e)
-    return fut
+        while nxt is not None:
+            current, current_started = nxt, started
+            nxt, started = next(items, None), None
+            started = start(nxt) if nxt is not None else None
+            yield current, current_started
+    finally:
+        if started is not None:
+            started.close()
+
+
+@dataclass
+class _Decoding:
+    """A video's frames being decoded ahead, and the ffmpeg processes doing it."""
+
+    chunks: Any
+    children: ChildProcesses
+
+    def close(self) -> None:
+        if hasattr(self.chunks, "close"):
+            self.chunks.close()
+        self.children.kill()
+
+
+@dataclass
+class _Pending:
+    """A video whose features are not all finished (its audio side may still be running)."""
+
+    source: MediaSource
+    audio: Future | None = None
+
+
+class _ExtractRun:
+    """One ``extract`` over a batch: the vision side of each video in a watched thread, the
+    audio sides in a pool of watched threads beside it, and ``on_video`` called (in the
+    caller's thread, in input order) as soon as each video is finished or has failed."""
+
+    def __init__(self, store, options: ExtractOptions, sources, console, debug, on_video):
+        self.store, self.options, self.sources = store, options, list(sources)
+        self.console, self.debug, self.on_video = console, debug, on_video
+        self.wanted = set(options.modalities)
+        self.clock = StageClock()
+        self.models = self._vision_models()
+        self.audio_side = None
+        if self.wanted & AUDIO:
+            from mmaffect.features.audio_side import AudioSide
+
+            self.audio_side = AudioSide(store, options, self.clock)
+        stall = options.stall_seconds
+        self.probing = WatchedThreads(1, stall_seconds=stall, name="probe")
+        self.vision = WatchedThreads(1, stall_seconds=stall, name="vision")
+        self.audio = WatchedThreads(max(1, options.workers), stall_seconds=stall, name="audio")
+        self.summaries = {s.id: VideoSummary(s.id) for s in self.sources}
+        self.failures: dict[str, str] = {}
+        self.pending: list[_Pending] = []
+        self.finished: set[str] = set()  # videos handed out (finished or failed)
+        self.interrupted = False
+        self.bars: _Progress | None = None
+
+    def _vision_models(self) -> VisionModels:
+        o = self.options
+        return VisionModels(
+            models_dir=o.models_dir, device=o.device, face=o.face, frame=o.frame, clip=o.clip,
+            clock=self.clock,
+        )  # fmt: skip
+
+    def fail(self, src: MediaSource, error: BaseException) -> None:
+        if isinstance(error, MmaffectError):
+            msg = error.one_line()
+            if self.debug and error.detail:
+                self.console.print(error.detail, markup=False, highlight=False)
+        else:
+            msg = f"{type(error).__name__}: {error} (unexpected error; --debug shows the traceback)"
+            if self.debug:
+                import traceback
+
+                self.console.print("".join(traceback.format_exception(error)), markup=False)
+        self.failures.setdefault(src.id, msg)
+        self.console.print(f"[red]✗[/] {src.id}: {msg}", highlight=False)
+
+    def start_decoding(self, item) -> _Decoding | None:
+        _, opened = item
+        if isinstance(opened, BaseException) or not (
+            self.wanted & VISION and opened.source.has_video
+        ):
+            return None
+        todo, _, _ = vision_todo(opened, self.store, self.models, self.wanted, self.options.force)
+        if not todo:
+            return None
+        children = ChildProcesses()
+        frames = opened.frames(chunk_size=self.options.batch_size, children=children)
+        return _Decoding(Prefetch(frames, depth=1) if self.options.overlap else frames, children)
+
+    def run(self) -> None:
+        """Every video of the batch; Ctrl-C stops it, keeping what is finished."""
+        try:
+            items = _with_next_started(self.probed(), self.start_decoding)
+            with contextlib.closing(items):  # closing ends the decoding started ahead
+                for (src, opened), decoding in items:
+                    self.one(src, opened, decoding)
+                    self.finish_ready(wait=False)
+            self.finish_ready(wait=True)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            for threads in (self.probing, self.vision, self.audio):
+                threads.cancel_all()
+            self.console.print(
+                "[yellow]interrupted[/]: finished entries are kept; re-run to resume"
+            )
+
+    def probed(self) -> Iterator[tuple[MediaSource, Any]]:
+        """``(source, opened source or the error that probing it raised)``, each probed in a
+        watched thread while the one before is processed."""
+        ahead: collections.deque = collections.deque()
+        for src in self.sources:
+            ahead.append((src, self.probing.submit(open_source, src, heartbeat=Heartbeat("probe"))))
+            if len(ahead) > 1:
+                yield self._probe_result(*ahead.popleft())
+        while ahead:
+            yield self._probe_result(*ahead.popleft())
+
+    def _probe_result(self, src: MediaSource, future: Future) -> tuple[MediaSource, Any]:
+        try:
+            return src, self.probing.result(future)
+        except Exception as e:  # noqa: BLE001 - reported with the video
+            return src, e
+
+    def one(self, src: MediaSource, opened, decoding: _Decoding | None) -> None:
+        bars = self.bars
+        if isinstance(opened, BaseException):
+            self.fail(src, opened)
+            self.pending.append(_Pending(src))
+            bars.advance(bars.videos)
+            if self.audio_side:
+                bars.advance(bars.audio)
+            return
+        pending = _Pending(src)
+        self.pending.append(pending)
+        self.summaries[src.id].frames = source_timing(opened).n_frames
+        if self.audio_side and self.options.overlap:
+            pending.audio = self.submit_audio(opened)
+        if self.wanted & VISION and src.has_video:
+            self.vision_side(src, opened, decoding)
+        elif self.wanted & VISION:
+            self.summaries[src.id].notes.append("audio only: no vision features")
+        if self.audio_side and not self.options.overlap:
+            pending.audio = self.submit_audio(opened)
+            self.finish_ready(wait=True)
+        bars.advance(bars.videos)
+
+    def submit_audio(self, opened) -> Future:
+        heartbeat = Heartbeat("audio")
+        future = self.audio.submit(self.audio_side.run, opened, heartbeat=heartbeat)
+        future.add_done_callback(lambda _f: self.bars.advance(self.bars.audio))
+        return future
+
+    def vision_side(self, src: MediaSource, opened, decoding: _Decoding | None) -> None:
+        heartbeat = Heartbeat("vision")
+        if decoding is not None:
+            heartbeat.on_abandon(decoding.children.kill)
+        bars = self.bars
+        work = functools.partial(
+            run_vision, opened, cache=self.store, models=self.models, wanted=self.wanted,
+            force=self.options.force, batch_size=self.options.batch_size,
+            chunks=iter(decoding.chunks) if decoding is not None else None,
+            on_frames=lambda n: bars.advance(bars.frames, n),
+        )  # fmt: skip
+        try:
+            bars.start_video(src.id, self.summaries[src.id].frames)
+            res: VisionResult = self.vision.result(self.vision.submit(work, heartbeat=heartbeat))
+            summary = self.summaries[src.id]
+            summary.faces_found = res.faces_found
+            summary.computed += res.computed
+            summary.reused += res.reused
+        except StageStalled as e:
+            self.fail(src, e)
+            self.models = self._vision_models()  # the stuck thread may still hold the old ones
+        except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch
+            self.fail(src, e)
+        finally:
+            if decoding is not None:
+                decoding.close()
+
+    def finish_ready(self, *, wait: bool) -> None:
+        """Hand out the videos that are finished, in input order (waiting for them when
+        ``wait``); a stalled audio side fails its video."""
+        while self.pending:
+            pending = self.pending[0]
+            if pending.audio is not None:
+                try:
+                    if not wait and not self.audio.poll(pending.audio):
+                        return
+                    res = self.audio.result(pending.audio)
+                    summary = self.summaries[pending.source.id]
+                    summary.computed += res.computed
+                    summary.reused += res.reused
+                    summary.words = res.words
+                    summary.notes += res.notes
+                except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch
+                    self.fail(pending.source, e)
+            self.pending.pop(0)
+            self.finished.add(pending.source.id)
+            if self.on_video is not None:
+                self.on_video(pending.source, self.failures.get(pending.source.id))
+
+    def report(self, started: float) -> ExtractReport:
+        batch = BatchReport(interrupted=self.interrupted)
+        for src in self.sources:
+            s = self.summaries[src.id]
+            if src.id in self.failures:
+                batch.results.append(ItemResult(src.id, "failed", self.failures[src.id]))
+            elif s.computed:
+                batch.results.append(ItemResult(src.id, "ok", ", ".join(s.computed)))
+            elif src.id in self.finished:
+                batch.results.append(
+                    ItemResult(src.id, "skipped", "all features cached", up_to_date=True)
+                )
+        return ExtractReport(
+            batch=batch,
+            videos=self.summaries,
+            stages=self.clock.as_dict(),
+            seconds=time.perf_counter() - started,
+        )
 
 
 def extract(
@@ -203,6 +411,7 @@ def extract(
     console: Console | None = None,
     progress: bool = True,
     debug: bool = False,
+    on_video: Callable[[MediaSource, str | None], None] | None = None,
     **overrides: Any,
 ) -> ExtractReport:
     """Extract the features of ``inputs`` into the feature cache ``cache``.
@@ -216,11 +425,16 @@ def extract(
     options
         :class:`ExtractOptions`; keyword ``overrides`` replace single fields
         (``modalities="speech,word"``, ``device="cuda"``, ``force=True`` …).
+    on_video
+        Called as ``on_video(source, error)`` in this thread as soon as a video's features
+        are all finished (``error`` is ``None``) or it failed (``error`` is the reason), in
+        input order; ``predict`` writes each video's outputs from it.
 
     Returns
     -------
     ExtractReport
-        Per-video results, stage timings and totals; ``exit_code`` is non-zero if any failed.
+        Per-video results, stage timings and totals; ``exit_code`` is non-zero if any failed,
+        130 when interrupted.
     """
     from dataclasses import replace
 
@@ -228,134 +442,15 @@ def extract(
     if "modalities" in overrides:
         overrides["modalities"] = parse_modalities(overrides["modalities"])
     options = replace(options, **overrides)
-    wanted = set(options.modalities)
     console = console or Console(stderr=True)
     if sources is None:
         sources = discover(inputs or [], audio_dirs=audio_dirs, fps=fps)
-    store = FeatureCache(cache)
-    clock = StageClock()
     started = time.perf_counter()
-    models = VisionModels(
-        models_dir=options.models_dir,
-        device=options.device,
-        face=options.face,
-        frame=options.frame,
-        clip=options.clip,
-        clock=clock,
-    )
-    audio_side = None
-    if wanted & AUDIO:
-        from mmaffect.features.audio_side import AudioSide
-
-        audio_side = AudioSide(store, options, clock)
-    summaries: dict[str, VideoSummary] = {s.id: VideoSummary(s.id) for s in sources}
-    failures: dict[str, str] = {}
-    audio_futures: dict[str, Future] = {}
-    interrupted = False
-
-    def fail(src: MediaSource, error: BaseException) -> None:
-        if isinstance(error, MmaffectError):
-            msg = error.one_line()
-            if debug and error.detail:
-                console.print(error.detail, markup=False, highlight=False)
-        else:
-            msg = f"{type(error).__name__}: {error} (unexpected error; --debug shows the traceback)"
-            if debug:
-                import traceback
-
-                console.print("".join(traceback.format_exception(error)), markup=False)
-        failures.setdefault(src.id, msg)
-        console.print(f"[red]✗[/] {src.id}: {msg}", highlight=False)
-
-    pool = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="audio")
-    with _Progress(console, progress, len(sources), audio_side is not None) as bars:
-        try:
-
-            def start_decoding(item):
-                _, opened = item
-                if isinstance(opened, BaseException) or not (
-                    wanted & VISION and opened.source.has_video
-                ):
-                    return None
-                todo, _, _ = vision_todo(opened, store, models, wanted, options.force)
-                if not todo:
-                    return None
-                frames = opened.frames(chunk_size=options.batch_size)
-                return Prefetch(frames, depth=1) if options.overlap else frames
-
-            probed = prefetch(_open_ahead(sources), depth=1)
-            for (src, opened), chunks in _with_next_started(probed, start_decoding):
-                if isinstance(opened, BaseException):
-                    fail(src, opened)
-                    bars.advance(bars.videos)
-                    if audio_side:
-                        bars.advance(bars.audio)
-                    continue
-                if audio_side and options.overlap:
-                    fut = pool.submit(audio_side.run, opened)
-                    fut.add_done_callback(lambda _f: bars.advance(bars.audio))
-                    audio_futures[src.id] = fut
-                summary = summaries[src.id]
-                summary.frames = source_timing(opened).n_frames
-                if wanted & VISION and src.has_video:
-                    try:
-                        bars.start_video(src.id, summary.frames)
-                        res: VisionResult = run_vision(
-                            opened,
-                            cache=store,
-                            models=models,
-                            wanted=wanted,
-                            force=options.force,
-                            batch_size=options.batch_size,
-                            chunks=iter(chunks) if chunks is not None else None,
-                            on_frames=lambda n: bars.advance(bars.frames, n),
-                        )
-                        summary.faces_found = res.faces_found
-                        summary.computed += res.computed
-                        summary.reused += res.reused
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - one bad video must not stop the batch
-                        fail(src, e)
-                    finally:
-                        if chunks is not None:
-                            chunks.close()
-                elif wanted & VISION:
-                    summary.notes.append("audio only: no vision features")
-                if audio_side and not options.overlap:
-                    audio_futures[src.id] = _run_now(audio_side.run, opened)
-                    bars.advance(bars.audio)
-                bars.advance(bars.videos)
-            for vid, fut in audio_futures.items():
-                src = next(s for s in sources if s.id == vid)
-                try:
-                    res = fut.result()
-                    summaries[vid].computed += res.computed
-                    summaries[vid].reused += res.reused
-                    summaries[vid].words = res.words
-                    summaries[vid].notes += res.notes
-                except Exception as e:  # noqa: BLE001
-                    fail(src, e)
-        except KeyboardInterrupt:
-            interrupted = True
-            console.print("[yellow]interrupted[/]: finished entries are kept; re-run to resume")
-            for fut in audio_futures.values():
-                fut.cancel()
-        finally:
-            pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
-
-    batch = BatchReport(interrupted=interrupted)
-    for src in sources:
-        s = summaries[src.id]
-        if src.id in failures:
-            batch.results.append(ItemResult(src.id, "failed", failures[src.id]))
-        elif s.computed:
-            batch.results.append(ItemResult(src.id, "ok", ", ".join(s.computed)))
-        elif not interrupted:
-            batch.results.append(ItemResult(src.id, "skipped", "all features cached"))
-    report = ExtractReport(
-        batch=batch, videos=summaries, stages=clock.as_dict(), seconds=time.perf_counter() - started
-    )
+    run = _ExtractRun(FeatureCache(cache), options, sources, console, debug, on_video)
+    with _Progress(console, progress, len(run.sources), run.audio_side is not None) as bars:
+        run.bars = bars
+        run.run()
+    report = run.report(started)
     print_extract_summary(report, console)
     return report
 

@@ -11,10 +11,26 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from mmaffect import __version__
+from mmaffect.watchdog import DEFAULT_STALL_SECONDS
+
+
+class _Commands(TyperGroup):
+    """The command group: Ctrl-C anywhere in a command is "interrupted" and exit 130 (Click
+    would print "Aborted!" and exit 1; some Typer versions exit 130 silently)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="mmaffect",
     help="Multimodal affect analysis of videos: ABAW-format expression, valence-arousal and "
     "action-unit annotations.",
@@ -61,6 +77,14 @@ AudioDirs = Annotated[
 ]
 Fps = Annotated[
     float | None, typer.Option("--fps", help="Frame rate of frame folders whose id has none.")
+]
+StallTimeout = Annotated[
+    float,
+    typer.Option(
+        "--stall-timeout",
+        min=0.0,
+        help="Give a video up when a stage makes no progress for this many seconds (0: never).",
+    ),
 ]
 ModelsDir = Annotated[
     Path | None,
@@ -220,9 +244,10 @@ def extract(
     modalities: Annotated[
         str, typer.Option(help="Comma-separated: frame,clip,speech,word (or faces alone).")
     ] = "frame,clip,speech,word",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per batch (vision).")] = 16,
     workers: Annotated[int, typer.Option(min=1, help="Audio-side threads.")] = 1,
+    stall_timeout: StallTimeout = DEFAULT_STALL_SECONDS,
     subject: Annotated[
         str, typer.Option(help="Whose face: main (followed across frames), left or right.")
     ] = "main",
@@ -254,6 +279,8 @@ def extract(
     """Extract and cache per-frame features of every modality (resumable)."""
     from dataclasses import replace
 
+    from mmaffect.atomic import writable_dir
+    from mmaffect.devices import resolve_device
     from mmaffect.errors import MmaffectError
     from mmaffect.extraction import ExtractOptions, parse_modalities
     from mmaffect.faces.tracking import TrackerConfig
@@ -267,7 +294,7 @@ def extract(
 
         options = ExtractOptions(
             modalities=parse_modalities(modalities),
-            device=device,
+            device=resolve_device(device),
             batch_size=batch_size,
             workers=workers,
             models_dir=models_dir,
@@ -276,7 +303,9 @@ def extract(
             frame=FrameConfig(backbone=frame_backbone, crop_size=frame_crop),
             transcripts=transcripts,
             words=replace(WordConfig(), asr_model=asr_model, language=language),
+            stall_seconds=stall_timeout,
         )
+        writable_dir(cache, "--cache")
         from mmaffect.extraction import extract as run_extract
 
         report = run_extract(

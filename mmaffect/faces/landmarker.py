@@ -47,6 +47,14 @@ intrinsic Y-X-Z decomposition ``R = Ry(yaw) @ Rx(-pitch) @ Rz(roll)``, in degree
 A frontal face looking into the camera is ``(0, 0, 0)``. Mirroring the image left-right flips
 the signs of yaw and roll and keeps pitch.
 
+Lifecycle
+---------
+Close every landmarker deterministically: ``with FaceLandmarker(...) as lm`` or ``close()``
+in a ``finally``. There is deliberately no ``__del__``: MediaPipe runs its C calls on a worker
+thread and ``close()`` waits for it, so a close started by the garbage collector (which may run
+on any thread, MediaPipe's included) can wait forever. Landmarkers still open at interpreter
+exit are closed by an ``atexit`` hook. :meth:`FaceLandmarker.abandon` gives up one that is stuck.
+
 Threads and logging
 -------------------
 Each MediaPipe landmarker runs its C calls on its own Python worker thread (a serial
@@ -71,7 +79,6 @@ import re
 import sys
 import tempfile
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,9 +169,13 @@ _NOISE = re.compile(
     r"Created TensorFlow Lite XNNPACK delegate|Feedback manager requires a model"
 )
 
-# Landmarkers still open at interpreter exit are closed while mediapipe's modules are intact
-# (its own finaliser fails noisily during module teardown otherwise).
-_OPEN: weakref.WeakSet[FaceLandmarker] = weakref.WeakSet()
+# Every open landmarker, held strongly: one that is dropped without close() stays alive until
+# the atexit hook closes it in the main thread, while mediapipe's modules are intact, and is
+# never closed by the garbage collector (MediaPipe's own task finaliser calls close(), which can
+# deadlock there, see "Lifecycle").
+_OPEN: set[FaceLandmarker] = set()
+# Landmarkers given up while stuck (see FaceLandmarker.abandon): kept alive, never closed.
+_ABANDONED: list[FaceLandmarker] = []
 
 
 @atexit.register
@@ -453,15 +464,21 @@ class FaceLandmarker:
         """Whether :meth:`close` was called."""
         return self._task is None
 
+    def abandon(self) -> None:
+        """Forget this landmarker without closing it: for one stuck inside MediaPipe, whose
+        close would wait on the stuck call. Nothing will close it, not even at exit."""
+        _OPEN.discard(self)
+        _ABANDONED.append(self)  # never garbage-collected, so MediaPipe's finaliser never runs
+
     def __enter__(self) -> FaceLandmarker:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+    # No __del__: closing from the garbage collector deadlocks. The collector can run inside
+    # MediaPipe's own worker thread (e.g. while the next landmarker is created), and close()
+    # waits for that very thread. Close with ``with`` or close(); see "Lifecycle" above.
 
     # -- timestamps ------------------------------------------------------------------------
 

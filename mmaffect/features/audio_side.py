@@ -14,8 +14,10 @@ are laid on a grid of ``AUDIO_ONLY_FPS`` frames per second, ``round(duration × 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from mmaffect.features.cache import EntryKey, FeatureCache, config_hash, source_
 from mmaffect.features.stages import StageClock
 from mmaffect.features.timing import FrameTiming
 from mmaffect.media.source import OpenedSource
+from mmaffect.watchdog import beat
 
 AUDIO_ONLY_FPS = 30.0
 
@@ -77,6 +80,8 @@ class AudioSide:
         }
 
     def run(self, opened: OpenedSource) -> AudioSideResult:
+        """Compute the missing entries of ``opened`` (every step is a beat of the watched work
+        it runs in, :mod:`mmaffect.watchdog`)."""
         result = AudioSideResult()
         timing = source_timing(opened)
         audio_path = opened.source.audio_path
@@ -93,6 +98,7 @@ class AudioSide:
             result.words = len(self.cache.load(keys["word"][0]).meta.get("words", []))
         if not todo:
             return result
+        beat("audio decode")
         with self.clock("audio decode"):
             audio = opened.audio()
         if not audio.has_audio:
@@ -100,6 +106,7 @@ class AudioSide:
         if "speech" in todo:
             from mmaffect.features.speech import speech_features
 
+            beat("speech features")
             with self.clock("speech features", timing.n_frames):
                 feats = speech_features(audio, timing, self.speech_config)
             key, cfg = keys["speech"]
@@ -113,6 +120,7 @@ class AudioSide:
             )
             result.computed.append("speech")
         if "word" in todo:
+            beat("words")
             result.words = self._words(opened, audio, timing, keys["word"], signature)
             result.computed.append("word")
         return result
@@ -133,9 +141,18 @@ class AudioSide:
                     )
             return self._encoder
 
-    def _base_lock(self, base_id: str) -> threading.Lock:
+    @contextlib.contextmanager
+    def _base_lock(self, base_id: str) -> Iterator[None]:
+        """Held while one soundtrack is transcribed; waiting for another thread's long ASR
+        run is progress, not a stall."""
         with self._locks_lock:
-            return self._base_locks[base_id]
+            lock = self._base_locks[base_id]
+        while not lock.acquire(timeout=1.0):
+            beat("waiting for the soundtrack's ASR")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def transcript(self, opened: OpenedSource, audio, signature: dict):
         """The user's transcript if given, else the (cached) ASR transcript of the soundtrack."""

@@ -53,6 +53,7 @@ import numpy as np
 from mmaffect.atomic import atomic_write_text
 from mmaffect.errors import InputError
 from mmaffect.store import resolve
+from mmaffect.watchdog import beat
 
 if TYPE_CHECKING:
     from mmaffect.media.audio import AudioTrack, NoAudio
@@ -540,6 +541,7 @@ def _timed_words(segments: Any, offset: float, duration: float) -> tuple[list[Wo
     words: list[Word] = []
     texts: list[str] = []
     for seg in segments:  # a generator: decoding happens here
+        beat("ASR")  # one per ~30 s window: a long soundtrack is progress, not a stall
         texts.append(seg.text.strip())
         for w in seg.words or ():
             text = w.word.strip()

@@ -8,6 +8,7 @@ decoded in a background thread (:func:`prefetch`) so ffmpeg works while the mode
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mmaffect.faces.landmarker import BLENDSHAPE_NAMES, N_BLENDSHAPES
 from mmaffect.faces.tracking import SubjectTracker, TrackerConfig
 from mmaffect.features.cache import EntryKey, FeatureCache, config_hash, source_signature
 from mmaffect.features.expression import FEATURE_DIM as EXPR_DIM
@@ -23,6 +25,7 @@ from mmaffect.features.expression import FER_CLASSES
 from mmaffect.features.stages import StageClock
 from mmaffect.features.timing import FrameTiming
 from mmaffect.media.source import OpenedSource
+from mmaffect.watchdog import beat, on_abandon
 
 FACE_VERSION = "1"
 FRAME_VERSION = "1"
@@ -270,6 +273,113 @@ def vision_todo(
     return todo, keys, signature
 
 
+@dataclass
+class _VisionArrays:
+    """The per-frame arrays one pass over a video fills (or reads, for cached faces)."""
+
+    found: np.ndarray
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    scores: np.ndarray | None = None  # None: faces come from the cache
+    n_faces: np.ndarray | None = None
+    frame_values: np.ndarray | None = None  # None: the frame entry is not computed
+    frame_valid: np.ndarray | None = None
+    clip_values: np.ndarray | None = None  # None: the clip entry is not computed
+    clip_valid: np.ndarray | None = None
+    landmarker_found: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, writers: dict, cache: FeatureCache, faces_key: EntryKey, models: VisionModels):
+        if "faces" in writers:
+            w = writers["faces"]
+            arrays = cls(
+                found=w.array("found", (), bool),
+                boxes=w.array("box", (4,)),
+                landmarks=w.array("landmarks", (5, 2)),
+                scores=w.array("score", ()),
+                n_faces=w.array("n_faces", (), np.int16),
+            )
+        else:
+            cached = cache.load(faces_key)
+            arrays = cls(found=cached["found"], boxes=cached["box"], landmarks=cached["landmarks"])
+        if "frame" in writers:
+            arrays.frame_values = writers["frame"].array("values", (models.backbone.dim,))
+            arrays.frame_valid = writers["frame"].array("valid", (), bool)
+        if "clip" in writers:
+            w = writers["clip"]
+            dim = EXPR_DIM + len(FER_CLASSES) + N_BLENDSHAPES + 3
+            arrays.clip_values = w.array("values", (dim,))
+            arrays.clip_valid = w.array("valid", (), bool)
+            arrays.landmarker_found = w.array("landmarker_found", (), bool)
+        return arrays
+
+
+def _find_faces(chunk, arrays: _VisionArrays, models: VisionModels, tracker, organiser: bool):
+    """Fill the faces arrays of a chunk: organiser crops are whole faces, else detect + track."""
+    idx = chunk.indices
+    if organiser:
+        h, w = chunk.images.shape[1:3]
+        arrays.found[idx] = True
+        arrays.boxes[idx] = (0, 0, w, h)
+        arrays.scores[idx] = 1.0
+        arrays.landmarks[idx] = organiser_landmarks(w)
+        arrays.n_faces[idx] = 1
+        return
+    with models.clock("face detection", len(idx)):
+        dets = models.detector.detect(chunk.images)
+    for row, det in zip(idx, dets, strict=True):
+        arrays.n_faces[row] = len(det)
+        pick = tracker.update(det)
+        if pick is not None:
+            arrays.found[row] = True
+            arrays.boxes[row] = det.boxes[pick]
+            arrays.scores[row] = det.scores[pick]
+            arrays.landmarks[row] = det.landmarks[pick]
+
+
+def _embed_faces(chunk, arrays: _VisionArrays, models: VisionModels, landmarker) -> None:
+    """Frame and clip features of the chunk's frames that have a face."""
+    from mmaffect.faces.align import align_faces
+
+    local = np.flatnonzero(np.asarray(arrays.found[chunk.indices]))
+    rows = chunk.indices[local]
+    if not len(rows):
+        return
+    clock, lms = models.clock, np.asarray(arrays.landmarks[rows])
+    if arrays.frame_values is not None:
+        backbone = models.backbone
+        size = models.frame.crop_size or backbone.crop_size
+        with clock("align", len(rows)):
+            crops = align_faces(chunk.images, lms, size, frame_index=local)
+        with clock(f"frame ({backbone.name})", len(rows)):
+            arrays.frame_values[rows] = backbone.embed(crops)
+        arrays.frame_valid[rows] = True
+    if arrays.clip_values is not None:
+        with clock("align", len(rows)):
+            crops112 = align_faces(chunk.images, lms, 112, frame_index=local)
+        with clock("expression (mini-Xception)", len(rows)):
+            feats, probs = models.expression(crops112)
+        with clock("blendshapes (MediaPipe)", len(rows)):
+            boxes = np.asarray(arrays.boxes[rows])
+            clip = models.clip
+            crops = landmarker_crops(
+                chunk.images, boxes, local, clip.landmarker_crop, clip.landmarker_margin
+            )
+            lm = landmarker.process(crops, chunk.times[local])
+        arrays.clip_values[rows] = np.concatenate(
+            [feats, probs, lm.blendshapes, lm.head_pose], axis=1
+        )
+        arrays.clip_valid[rows] = True
+        arrays.landmarker_found[rows] = lm.found
+
+
+def _close(chunks) -> None:
+    """End a frame stream (and its ffmpeg) whether or not it was read to the end."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()
+
+
 def run_vision(
     opened: OpenedSource,
     *,
@@ -284,122 +394,48 @@ def run_vision(
     """Fill the missing vision entries (``faces`` always, ``frame``/``clip`` when wanted).
 
     ``chunks`` is the video's frame stream when the caller started decoding it already
-    (:class:`Prefetch`); by default the frames are decoded here, two chunks ahead.
+    (:class:`Prefetch`); by default the frames are decoded here, two chunks ahead. The stream,
+    its ffmpeg and the video's MediaPipe landmarker are closed before this returns or raises.
+    Run as watched work (:mod:`mmaffect.watchdog`), every chunk is a beat, and the pass stops at
+    the next chunk once its waiter has given it up.
     """
-    from mmaffect.faces.align import align_faces
-
-    source = opened.source
     video = opened.info.require_video()
     timing = FrameTiming(fps=float(video.fps), n_frames=video.frames, start=video.start_time)
-    organiser = source.kind == "frames"
     todo, keys, signature = vision_todo(opened, cache, models, wanted, force)
-    result = VisionResult(frames=timing.n_frames)
-    result.reused = [
-        n for n in ("faces", "frame", "clip") if n in wanted | {"faces"} and n not in todo
-    ]
-    if not todo:
-        if chunks is not None and hasattr(chunks, "close"):
-            chunks.close()
-        faces = cache.load(keys["faces"][0])
-        result.faces_found = int(np.asarray(faces["found"]).sum())
-        return result
-
-    clock = models.clock
-    writers = {
-        n: cache.writer(keys[n][0], timing=timing, config=keys[n][1], source=signature)
-        for n in todo
-    }
-    try:
-        if "faces" in writers:
-            w = writers["faces"]
-            found, boxes = w.array("found", (), bool), w.array("box", (4,))
-            scores, lms = w.array("score", ()), w.array("landmarks", (5, 2))
-            n_faces = w.array("n_faces", (), np.int16)
-            tracker = SubjectTracker(models.face.tracker)
-        else:
-            cached = cache.load(keys["faces"][0])
-            found, boxes, lms = cached["found"], cached["box"], cached["landmarks"]
-        if "frame" in writers:
-            backbone = models.backbone
-            frame_values = writers["frame"].array("values", (backbone.dim,))
-            frame_valid = writers["frame"].array("valid", (), bool)
-        if "clip" in writers:
-            expression = models.expression
-            landmarker = models.landmarker()
-            from mmaffect.faces.landmarker import BLENDSHAPE_NAMES as bs_names
-
-            clip_values = writers["clip"].array("values", (EXPR_DIM + 7 + len(bs_names) + 3,))
-            clip_valid = writers["clip"].array("valid", (), bool)
-            lm_found = writers["clip"].array("landmarker_found", (), bool)
-
-        seen = 0
+    result = VisionResult(frames=timing.n_frames, computed=todo)
+    result.reused = [n for n in ("faces", "frame", "clip") if n in wanted | {"faces"}]
+    result.reused = [n for n in result.reused if n not in todo]
+    with contextlib.ExitStack() as stack:
+        if chunks is not None:
+            stack.callback(_close, chunks)
+        if not todo:
+            result.faces_found = int(np.asarray(cache.load(keys["faces"][0])["found"]).sum())
+            return result
         if chunks is None:
-            chunks = prefetch(opened.frames(chunk_size=batch_size))
+            chunks = Prefetch(opened.frames(chunk_size=batch_size))
+            stack.callback(chunks.close)
+        writers = {
+            n: stack.enter_context(
+                cache.writer(keys[n][0], timing=timing, config=keys[n][1], source=signature)
+            )
+            for n in todo
+        }
+        arrays = _VisionArrays.open(writers, cache, keys["faces"][0], models)
+        landmarker = stack.enter_context(models.landmarker()) if "clip" in writers else None
+        if landmarker is not None:
+            on_abandon(landmarker.abandon)  # stuck inside MediaPipe: never close it
+        tracker = SubjectTracker(models.face.tracker)
+        seen = 0
         for chunk in chunks:
-            idx = chunk.indices
+            beat("vision")
             if "faces" in writers:
-                if organiser:
-                    h, w_ = chunk.images.shape[1:3]
-                    found[idx] = True
-                    boxes[idx] = (0, 0, w_, h)
-                    scores[idx] = 1.0
-                    lms[idx] = organiser_landmarks(w_)
-                    n_faces[idx] = 1
-                else:
-                    with clock("face detection", len(idx)):
-                        dets = models.detector.detect(chunk.images)
-                    for row, det in zip(idx, dets, strict=True):
-                        n_faces[row] = len(det)
-                        pick = tracker.update(det)
-                        if pick is not None:
-                            found[row] = True
-                            boxes[row] = det.boxes[pick]
-                            scores[row] = det.scores[pick]
-                            lms[row] = det.landmarks[pick]
-            local = np.flatnonzero(np.asarray(found[idx]))
-            rows = idx[local]
-            if len(rows) and ("frame" in writers or "clip" in writers):
-                chunk_lms = np.asarray(lms[rows])
-                if "frame" in writers:
-                    size = models.frame.crop_size or backbone.crop_size
-                    with clock("align", len(rows)):
-                        crops = align_faces(chunk.images, chunk_lms, size, frame_index=local)
-                    with clock(f"frame ({backbone.name})", len(rows)):
-                        frame_values[rows] = backbone.embed(crops)
-                    frame_valid[rows] = True
-                if "clip" in writers:
-                    with clock("align", len(rows)):
-                        crops112 = align_faces(chunk.images, chunk_lms, 112, frame_index=local)
-                    with clock("expression (mini-Xception)", len(rows)):
-                        feats, probs = expression(crops112)
-                    with clock("blendshapes (MediaPipe)", len(rows)):
-                        lm_in = landmarker_crops(
-                            chunk.images,
-                            np.asarray(boxes[rows]),
-                            local,
-                            models.clip.landmarker_crop,
-                            models.clip.landmarker_margin,
-                        )
-                        lm = landmarker.process(lm_in, chunk.times[local])
-                    clip_values[rows] = np.concatenate(
-                        [feats, probs, lm.blendshapes, lm.head_pose], axis=1
-                    )
-                    clip_valid[rows] = True
-                    lm_found[rows] = lm.found
-            seen += len(idx)
+                _find_faces(chunk, arrays, models, tracker, opened.source.kind == "frames")
+            _embed_faces(chunk, arrays, models, landmarker)
+            seen += len(chunk.indices)
             if on_frames:
-                on_frames(len(idx))
-
-        if "clip" in writers:
-            landmarker.close()
-        result.faces_found = int(np.asarray(found).sum())
+                on_frames(len(chunk.indices))
+        result.faces_found = int(np.asarray(arrays.found).sum())
         for name in todo:
-            columns = None
-            if name == "clip":
-                columns = clip_columns(tuple(bs_names))
+            columns = clip_columns(BLENDSHAPE_NAMES) if name == "clip" else None
             writers[name].commit(columns=columns, extra={"frames_seen": seen})
-        result.computed = todo
         return result
-    finally:
-        for w in writers.values():
-            w.__exit__(None, None, None)

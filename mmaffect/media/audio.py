@@ -90,18 +90,21 @@ def load_audio(
             f"{path.name} has {len(info.audio)} audio stream(s), not {stream_index + 1}"
         )
     args = ffmpeg.compile_args(_audio_stream_output(path, sample_rate, stream_index))
-    proc = subprocess.run(
-        ffmpeg.quiet_command(*args),
-        capture_output=True,
-    )
+    proc = ffmpeg.popen(ffmpeg.quiet_command(*args))
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:  # interrupted: stop ffmpeg
+            proc.kill()
+            proc.wait()
     if proc.returncode != 0:
-        text = proc.stderr.decode("utf-8", "replace")
+        text = stderr.decode("utf-8", "replace")
         raise MediaError(
             f"ffmpeg failed while decoding the audio of {path.name}: {ffmpeg.stderr_reason(text)}",
             detail=text,
         )
     # Some decoders (MP2, AAC) overshoot full scale slightly; clip as a 16-bit decode would.
-    samples = np.clip(np.frombuffer(proc.stdout, dtype="<f4"), -1.0, 1.0).astype(np.float32)
+    samples = np.clip(np.frombuffer(stdout, dtype="<f4"), -1.0, 1.0).astype(np.float32)
     if samples.size == 0:
         return NoAudio(source=path, reason="audio stream holds no decodable samples")
     return AudioTrack(

@@ -7,11 +7,13 @@ The system ``ffmpeg`` is used when it is on ``PATH``; otherwise the static build
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from mmaffect.errors import FFmpegNotFound, MediaError
@@ -48,11 +50,11 @@ def quiet_command(*args: str) -> list[str]:
 
 def stderr_reason(stderr: str) -> str:
     """The most informative line of ffmpeg's stderr, for one-line error messages."""
-    # Drop blank lines and `-progress` key=value lines.
+    # Drop blank lines and `-progress` key=value lines (values may hold spaces: "speed= 110x").
     lines = [
         ln.strip()
         for ln in stderr.splitlines()
-        if ln.strip() and not re.fullmatch(r"\w+=\S*", ln.strip())
+        if ln.strip() and not re.fullmatch(r"\w+=.*", ln.strip())
     ]
     # ffmpeg ends with generic lines ("Conversion failed!"); the cause is usually just before.
     generic = ("conversion failed", "error opening output", "nothing was written", "frame=")
@@ -63,25 +65,88 @@ def stderr_reason(stderr: str) -> str:
     return lines[-1] if lines else "no error message"
 
 
-def run(args: list[str], *, media: Path | str, timeout: float | None = None) -> str:
-    """Run ffmpeg with ``args`` (without the binary), return stderr; raise :class:`MediaError`.
+def run(args: list[str], *, media: Path | str) -> str:
+    """Run ffmpeg with ``args`` (without the binary; its stdout is discarded), return stderr;
+    raise :class:`MediaError`.
 
-    The error names the media file and carries ffmpeg's stderr as detail.
+    The error names the media file and carries ffmpeg's stderr as detail. Each ``-progress``
+    block ffmpeg writes to stderr is a beat of the watched work this runs in.
     """
+    from mmaffect.watchdog import beat
+
     cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = popen(cmd, stdout=subprocess.DEVNULL)
     except FileNotFoundError as e:  # binary vanished between lookup and use
         ffmpeg_binary.cache_clear()
         raise FFmpegNotFound(f"ffmpeg binary {cmd[0]} cannot be run", hint=FFMPEG_HINT) from e
-    if proc.returncode != 0:
+    lines: list[str] = []
+    try:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace")
+            lines.append(line)
+            if line.startswith("progress="):
+                beat()
+        returncode = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted or given up: stop ffmpeg
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    stderr = "".join(lines)
+    if returncode != 0:
         raise MediaError(
-            f"ffmpeg failed on {Path(media).name}: {stderr_reason(proc.stderr)}",
-            detail=proc.stderr,
+            f"ffmpeg failed on {Path(media).name}: {stderr_reason(stderr)}", detail=stderr
         )
-    return proc.stderr
+    return stderr
 
 
 def compile_args(stream) -> list[str]:
     """Arguments of an ffmpeg-python stream graph, without the binary name."""
     return stream.compile(cmd=ffmpeg_binary())[1:]
+
+
+class ChildProcesses:
+    """The ffmpeg processes started for one unit of work (one video), so that a watchdog that
+    gives the video up can end them (:meth:`kill`) instead of leaving them blocked on a pipe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen] = []
+        self._killed = False
+
+    def add(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs = [p for p in self._procs if p.poll() is None]
+            self._procs.append(proc)
+            killed = self._killed
+        if killed:  # started after the unit was given up
+            proc.kill()
+
+    def kill(self) -> None:
+        """Kill and reap every process still running (later ones are killed as they start)."""
+        with self._lock:
+            self._killed = True
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+
+
+def popen(
+    args: list[str], children: ChildProcesses | None = None, *, stdout=subprocess.PIPE
+) -> subprocess.Popen:
+    """Start a command line (:func:`quiet_command`) with stderr (and ``stdout``) piped.
+
+    The process is killed if the watched work that starts it is given up
+    (:func:`mmaffect.watchdog.on_abandon`), and by ``children.kill()``.
+    """
+    from mmaffect.watchdog import on_abandon
+
+    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE)
+    on_abandon(proc.kill)
+    if children is not None:
+        children.add(proc)
+    return proc

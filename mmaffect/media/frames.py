@@ -19,7 +19,6 @@ dropped so every time is exact); the frame count then becomes ``round(duration *
 from __future__ import annotations
 
 import collections
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +82,7 @@ def iter_frames(
     every: int = 1,
     vfr: VfrRule = "passthrough",
     info: MediaInfo | None = None,
+    children: ffmpeg.ChildProcesses | None = None,
 ) -> Iterator[FrameChunk]:
     """Stream the frames of a video file in chunks.
 
@@ -100,6 +100,8 @@ def iter_frames(
         Frame-rate rule, see the module docstring.
     info
         A probe result to reuse (probing again is skipped).
+    children
+        Where the ffmpeg process is registered, so a watchdog can kill it.
 
     Raises
     ------
@@ -134,7 +136,7 @@ def iter_frames(
     args = ffmpeg.quiet_command(*ffmpeg.compile_args(out))
 
     frame_bytes = width * height * 3
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = ffmpeg.popen(args, children)
     stderr = _StderrTail(proc.stderr)
     produced = 0
     try:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mmaffect.media.audio import AudioTrack, NoAudio, load_audio
+from mmaffect.media.ffmpeg import ChildProcesses
 from mmaffect.media.frame_folder import iter_frame_folder, probe_frame_folder
 from mmaffect.media.frames import FrameChunk, VfrRule, iter_frames
 from mmaffect.media.inputs import MediaSource
@@ -30,7 +31,9 @@ class OpenedSource:
         resize: int | tuple[int, int] | None = None,
         every: int = 1,
         vfr: VfrRule = "passthrough",
+        children: ChildProcesses | None = None,
     ) -> Iterator[FrameChunk]:
+        """Frame chunks; ``children`` registers the decoding ffmpeg (video files)."""
         if self.source.kind == "frames":
             return iter_frame_folder(
                 self.source.path, chunk_size=chunk_size, resize=resize, every=every, info=self.info
@@ -42,6 +45,7 @@ class OpenedSource:
             every=every,
             vfr=vfr,
             info=self.info,
+            children=children,
         )
 
     def audio(self) -> AudioTrack | NoAudio:
