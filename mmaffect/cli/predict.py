@@ -8,7 +8,8 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``predict`` command to ``app``."""
-    from mmaffect.cli.app import AudioDirs, Debug, Fps, Inputs, ModelsDir, err
+    from mmaffect.cli.app import AudioDirs, Debug, Fps, Inputs, ModelsDir, StallTimeout, err
+    from mmaffect.watchdog import DEFAULT_STALL_SECONDS
 
     @app.command("predict")
     def predict_cmd(
@@ -87,8 +88,9 @@ def register(app: typer.Typer) -> None:
             typer.Option("--cache", file_okay=False, help="Feature cache (default OUT/cache)."),
         ] = None,
         device: Annotated[
-            str, typer.Option(help="auto (cuda when available), cpu or cuda.")
+            str, typer.Option(help="auto (cuda when available), cpu, cuda or cuda:N.")
         ] = "auto",
+        stall_timeout: StallTimeout = DEFAULT_STALL_SECONDS,
         batch_size: Annotated[int, typer.Option(min=1, help="Frames per batch (vision).")] = 16,
         detect_size: Annotated[
             int, typer.Option(min=64, help="Longest side frames are scaled to for detection.")
@@ -133,6 +135,7 @@ def register(app: typer.Typer) -> None:
                 extract=ExtractOptions(
                     models_dir=models_dir,
                     face=FaceConfig(max_side=detect_size, tracker=TrackerConfig(subject=subject)),
+                    stall_seconds=stall_timeout,
                 ),
             )
             report = predict(

@@ -25,6 +25,7 @@ from mmaffect.errors import InputError
 from mmaffect.features.cache import FeatureCache
 from mmaffect.predict.baseline import BASELINE_AU_NAMES, baseline_outputs
 from mmaffect.predict.result import VideoPrediction
+from mmaffect.training.feature_settings import PER_VIDEO_KEYS
 
 __all__ = [
     "FILL_RULES",
@@ -148,6 +149,11 @@ class BaselinePredictor:
 
         return {"predictor": "baseline", **describe()}
 
+    def extract_options(self, base: Any) -> Any:
+        """The extraction options for this predictor: ``base`` (the pretrained components'
+        defaults)."""
+        return base
+
     def outputs(self, cache: FeatureCache, video_id: str) -> dict[str, np.ndarray]:
         folder = _entry(cache, video_id, "clip")
         values = np.load(folder / "values.npy", mmap_mode="r")
@@ -216,11 +222,33 @@ class CheckpointPredictor:
             from mmaffect.annotations import AU_12
 
             self.au_names = tuple(str(n) for n in AU_12.names)
-        self.feature_configs = dict(hp.get("feature_configs") or {})
+        self.feature_settings = dict(hp.get("feature_settings") or {})
+        # Hashes of entries keyed per video (older checkpoints kept the speech/word ones,
+        # whose key holds the training video's frame grid) cannot select another video's.
+        self.feature_configs = {
+            m: h
+            for m, h in (hp.get("feature_configs") or {}).items()
+            if not any(k in (self.feature_settings.get(m) or {}) for k in PER_VIDEO_KEYS)
+        }
         self.dims = dict(self.module.model.hparams.get("dims", {}))
         self.device = device
         self.batch_size = int(batch_size)
         self.uses_audio = any(m in ("speech", "word") for m in self.modalities)
+
+    def extract_options(self, base: Any) -> Any:
+        """``base`` with the extractor settings the checkpoint was trained on (faces and the
+        branches it uses), so that ``extract`` makes the entries it reads.
+
+        Raises
+        ------
+        InputError
+            This version cannot make a used branch's features the way they were made.
+        """
+        from mmaffect.training.feature_settings import extract_options_from_checkpoint
+
+        used = {"faces", *self.modalities}
+        settings = {m: s for m, s in self.feature_settings.items() if m in used}
+        return extract_options_from_checkpoint(settings, base)
 
     def describe(self) -> dict[str, Any]:
         hp = self.module.hparams

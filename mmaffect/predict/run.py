@@ -26,7 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
-from mmaffect.batch import BatchReport, Skip, print_summary, run_batch
+from mmaffect.batch import BatchReport, Skip, UpToDate, print_summary
 from mmaffect.errors import InputError, MmaffectError
 from mmaffect.features.cache import FeatureCache
 from mmaffect.features.stages import StageClock
@@ -74,6 +74,8 @@ class PredictReport:
     extract_seconds: float = 0.0
     # seconds and items per step after extraction: "model" (frames), "write" (files)
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    # what the user should know about this run's outputs (also in run.json)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -152,6 +154,25 @@ def _fresh(npz: Path, cache: FeatureCache, video_id: str, signature: dict[str, A
     return npz.stat().st_mtime >= newest
 
 
+def _checked(opts: PredictOptions) -> PredictOptions:
+    """The options with the device resolved; every value checked before any work starts."""
+    from dataclasses import replace
+
+    from mmaffect.devices import resolve_device
+    from mmaffect.predict.compute import FILL_RULES
+    from mmaffect.submission import TableWriter
+
+    choices = {
+        "fill": (opts.fill, FILL_RULES),
+        "frame-count": (opts.frame_count, FRAME_COUNT_RULES),
+    }
+    for option, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise InputError(f"unknown --{option} {value!r}", hint=f"choose {', '.join(allowed)}")
+    TableWriter(opts.table_format)  # an unknown format, or parquet without pyarrow, is an error
+    return replace(opts, device=resolve_device(opts.device))
+
+
 def predict(
     inputs: Sequence[str | Path] | None,
     out: str | Path,
@@ -164,84 +185,121 @@ def predict(
 ) -> PredictReport:
     """Predict every frame of every input and write the outputs under ``out``.
 
+    Each video's predictions, table and per-video challenge files are written as soon as its
+    features are extracted; the single-file challenge formats, plots and ``run.json`` once the
+    batch is done (not after Ctrl-C: the finished videos' files are kept, a re-run resumes).
+
     Returns
     -------
     PredictReport
         Per-video results (frames, faces, filled frames, frame-count rule, files) and
-        ``exit_code`` (1 when any video failed).
-    """
-    from dataclasses import replace
+        ``exit_code`` (1 when any video failed, 130 when interrupted).
 
-    from mmaffect.extraction import ExtractOptions
+    Raises
+    ------
+    InputError
+        A bad option, checkpoint or output folder, found before any work starts.
+    """
+    from mmaffect.atomic import writable_dir
     from mmaffect.extraction import extract as run_extract
     from mmaffect.media import discover
-    from mmaffect.predict.compute import build_prediction
 
-    opts = options or PredictOptions()
-    if opts.device == "auto":
-        import torch
-
-        opts = replace(opts, device="cuda" if torch.cuda.is_available() else "cpu")
+    opts = _checked(options or PredictOptions())
     console = console or Console(stderr=True)
     started = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out, "--out")
     predictor = _make_predictor(opts)
     tasks = opts.tasks or (
         ("expr", "va", "au") if predictor.name == "baseline" else (predictor.task,)
     )
     tracks = _tracks(tasks, predictor.heads)
-    if opts.frame_count not in FRAME_COUNT_RULES:
-        raise InputError(
-            f"unknown frame-count rule {opts.frame_count!r}", hint=" or ".join(FRAME_COUNT_RULES)
-        )
     plan = _writer_plan(tracks, opts)
     if sources is None:
         sources = discover(inputs or [], fps=None)
-    cache = FeatureCache(opts.cache or out / "cache")
-    needed = set(predictor.modalities) | {"faces"}
-    if opts.words:
-        needed.add("word")
-    ext = opts.extract or ExtractOptions()
-    ext = replace(
-        ext,
-        modalities=tuple(m for m in ("faces", "frame", "clip", "speech", "word") if m in needed),
-        device=opts.device,
-        batch_size=opts.batch_size,
-    )
-    console.print(
-        f"predict: {len(sources)} input(s), predictor [bold]{predictor.describe()['predictor']}"
-        f"[/], tracks {', '.join(tracks)} ({opts.edition.upper()}), features → {cache.root}",
-        highlight=False,
-    )
-    if predictor.name == "baseline":
+    run = _PredictRun(opts, predictor, tracks, plan, out, console, debug)
+    ext = run.extract_options()  # the checkpoint's extractor settings (an error comes now)
+    run.announce(len(sources))
+    extraction = run_extract(
+        sources=sources, cache=run.cache.root, options=ext, console=console,
+        progress=progress, debug=debug, on_video=run.video_done,
+    )  # fmt: skip
+    run.report.extract_seconds = extraction.seconds
+    run.finish(interrupted=extraction.batch.interrupted, started=started)
+    return run.report
+
+
+class _PredictRun:
+    """One ``predict`` batch: the per-video step runs as each video's features are ready."""
+
+    def __init__(self, opts, predictor, tracks, plan: _Plan, out: Path, console, debug):
+        from mmaffect.batch import Batch
+
+        self.opts, self.predictor, self.tracks, self.plan = opts, predictor, tracks, plan
+        self.out, self.console, self.debug = out, console, debug
+        self.cache = FeatureCache(opts.cache or out / "cache")
+        self.pred_dir = out / "predictions"
+        self.clock = StageClock()
+        self.batch = Batch(console, debug=debug)
+        self.report = PredictReport(self.batch.report, out, predictor.describe()["predictor"])
+        self.report.warnings = list(plan.notes) + _dropped_branches_warning(predictor)
+        self.signature = {
+            "predictor": predictor.describe(),
+            "fill": opts.fill,
+            "smooth": opts.smooth,
+            "frame_count": opts.frame_count,
+            "words": opts.words,
+        }
+
+    def extract_options(self):
+        """What ``extract`` must make for the predictor: its branches, with the extractor
+        settings a checkpoint was trained on (they win over the command line's)."""
+        from dataclasses import replace
+
+        from mmaffect.extraction import ExtractOptions
+
+        needed = set(self.predictor.modalities) | {"faces"}
+        if self.opts.words:
+            needed.add("word")
+        base = replace(
+            self.opts.extract or ExtractOptions(),
+            modalities=tuple(
+                m for m in ("faces", "frame", "clip", "speech", "word") if m in needed
+            ),
+            device=self.opts.device,
+            batch_size=self.opts.batch_size,
+        )
+        return self.predictor.extract_options(base)
+
+    def announce(self, n_sources: int) -> None:
+        console, predictor = self.console, self.predictor
         console.print(
-            "[yellow]baseline predictor[/]: pretrained components only (FER2013 expressions, "
-            "MediaPipe blendshapes), not trained on Aff-Wild2; challenge-grade results need a "
-            "trained checkpoint (--checkpoint).",
+            f"predict: {n_sources} input(s), predictor [bold]"
+            f"{predictor.describe()['predictor']}[/], tracks {', '.join(self.tracks)} "
+            f"({self.opts.edition.upper()}), features → {self.cache.root}",
             highlight=False,
         )
-    extraction = run_extract(
-        sources=sources, cache=cache.root, options=ext, console=console, progress=progress,
-        debug=debug,
-    )  # fmt: skip
-    extract_seconds = extraction.seconds
-    clock = StageClock()
-    failed_extraction = {r.name: r.message for r in extraction.batch.failed}
-    signature = {
-        "predictor": predictor.describe(),
-        "fill": opts.fill,
-        "smooth": opts.smooth,
-        "frame_count": opts.frame_count,
-        "words": opts.words,
-    }
-    report = PredictReport(BatchReport(), out, predictor.describe()["predictor"])
-    pred_dir = out / "predictions"
+        if predictor.name == "baseline":
+            console.print(
+                "[yellow]baseline predictor[/]: pretrained components only (FER2013 "
+                "expressions, MediaPipe blendshapes), not trained on Aff-Wild2; challenge-grade "
+                "results need a trained checkpoint (--checkpoint).",
+                highlight=False,
+            )
+        for warning in self.report.warnings:
+            console.print(f"[yellow]warning[/]: {warning}", highlight=False)
 
-    def work(source) -> str | None:
-        vid = source.id
-        if vid in failed_extraction:
-            raise InputError(f"feature extraction failed: {failed_extraction[vid]}")
+    def video_done(self, source, extraction_error: str | None) -> None:
+        """Predict and write one video (called by ``extract`` when its features are ready)."""
+        self.batch.run(source.id, lambda: self.predict_video(source, extraction_error))
+
+    def predict_video(self, source, extraction_error: str | None) -> str:
+        from mmaffect.predict.compute import build_prediction
+
+        vid, opts, predictor = source.id, self.opts, self.predictor
+        if extraction_error is not None:
+            raise InputError(f"feature extraction failed: {extraction_error}")
+        if predictor.name == "baseline" and source.kind == "audio":
+            raise Skip("audio only: the baseline needs faces (a speech/word checkpoint does not)")
         if predictor.uses_audio and not _has_audio(source):
             used = [m for m in predictor.modalities if m in ("speech", "word")]
             raise InputError(
@@ -249,19 +307,17 @@ def predict(
                 hint="leave those branches out with --modalities "
                 + ",".join(m for m in predictor.modalities if m not in used),
             )
-        if predictor.name == "baseline" and source.kind == "audio":
-            raise Skip("audio only: the baseline needs faces (a speech/word checkpoint does not)")
-        npz = pred_dir / f"{vid}.npz"
-        if not opts.force and _fresh(npz, cache, vid, signature):
+        npz = self.pred_dir / f"{vid}.npz"
+        if not opts.force and _fresh(npz, self.cache, vid, self.signature):
             pred = load_prediction(npz)
-            _write_video_files(pred, out, plan, opts)
-            report.videos[vid] = _video_summary(pred)
-            raise Skip("predictions up to date")
-        with clock("model"):
+            _write_video_files(pred, self.out, self.plan, opts)
+            self.report.videos[vid] = _video_summary(pred)
+            raise UpToDate("predictions up to date")
+        with self.clock("model"):
             pred = build_prediction(
-                predictor, cache, vid, fill=opts.fill, smooth_seconds=opts.smooth
+                predictor, self.cache, vid, fill=opts.fill, smooth_seconds=opts.smooth
             )
-        clock.count("model", len(pred))
+        self.clock.count("model", len(pred))
         n, rule_text = _frame_count(source, opts.frame_count, len(pred))
         pred = pred.with_length(n)
         pred.meta.update(
@@ -269,40 +325,80 @@ def predict(
                 "frame_count_rule": opts.frame_count,
                 "frame_count": rule_text,
                 "source": str(source.path),
-                "signature": signature,
+                "signature": self.signature,
                 "edition": opts.edition,
             }
         )
-        with clock("write"):
+        with self.clock("write"):
             save_prediction(pred, npz)
-            files = _write_video_files(pred, out, plan, opts)
-        clock.count("write", 1 + len(files))
-        report.videos[vid] = _video_summary(pred)
-        report.files += [str(f) for f in files]
+            files = _write_video_files(pred, self.out, self.plan, opts)
+        self.clock.count("write", 1 + len(files))
+        self.report.videos[vid] = _video_summary(pred)
+        self.report.files += [str(f) for f in files]
         return f"{len(pred)} lines ({rule_text}), {int(pred.filled.sum())} filled"
 
-    report.batch = run_batch(
-        list(sources), work, name=lambda s: s.id, console=console, debug=debug,
-        title="predict summary",
-    )  # fmt: skip
-    batch_items = len(report.batch.results)
-    done = [s.id for s in sources if s.id in report.videos]
-    try:
-        with clock("write"):
-            single = _write_single_files(done, pred_dir, out, plan, opts)
-        clock.count("write", len(single))
-        report.files += [str(f) for f in single]
-    except MmaffectError as e:
-        console.print(f"[red]✗[/] challenge file: {e.one_line()}", highlight=False)
-        report.batch.results.append(_failed_item("challenge file", e.one_line()))
-    if opts.plots or opts.overlay:
-        _plots(done, pred_dir, out, opts, report, console, debug)
-    report.seconds = time.perf_counter() - started
-    report.extract_seconds = extract_seconds
-    report.stages = clock.as_dict()
-    _write_run_file(report, opts, predictor, tracks)
-    _print_closing(report, console, predictor.name == "baseline", batch_items)
-    return report
+    def finish(self, *, interrupted: bool, started: float) -> None:
+        """After the batch: single-file formats, plots, ``run.json`` and the closing lines."""
+        report, console = self.report, self.console
+        report.batch.interrupted = report.batch.interrupted or interrupted
+        if not report.batch.interrupted:
+            done = list(report.videos)
+            self.write_single_files(done)
+            if self.opts.plots or self.opts.overlay:
+                _plots(done, self.pred_dir, self.out, self.opts, report, console, self.debug)
+        report.seconds = time.perf_counter() - started
+        report.stages = self.clock.as_dict()
+        if report.batch.interrupted:
+            console.print(
+                f"[yellow]interrupted[/]: the outputs of {len(report.videos)} finished video(s) "
+                "are kept; run.json and the single-file challenge formats are written when a "
+                "run completes; re-run to resume",
+                highlight=False,
+            )
+        else:
+            _write_run_file(report, self.opts, self.predictor, self.tracks)
+        print_summary(report.batch, console, title="predict summary")
+        _print_closing(report, console, self.predictor.name == "baseline")
+
+    def write_single_files(self, done: list[str]) -> None:
+        try:
+            with self.clock("write"):
+                single = _write_single_files(done, self.pred_dir, self.out, self.plan, self.opts)
+            self.clock.count("write", len(single))
+            self.report.files += [str(f) for f in single]
+        except MmaffectError as e:
+            self.console.print(f"[red]✗[/] challenge file: {e.one_line()}", highlight=False)
+            self.report.batch.results.append(_failed_item("challenge file", e.one_line()))
+        for warning in _held_rows_warnings(self.plan):
+            self.report.warnings.append(warning)
+            self.console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
+def _dropped_branches_warning(predictor) -> list[str]:
+    dropped = list(getattr(predictor, "dropped", ()))
+    if not dropped:
+        return []
+    return [
+        f"the checkpoint was trained with {','.join(predictor.trained_modalities)}; "
+        f"--modalities leaves out {','.join(dropped)}, whose inputs are replaced by zeros: "
+        "expect lower accuracy than the checkpoint's validation score"
+    ]
+
+
+def _held_rows_warnings(plan: _Plan) -> list[str]:
+    """Rows of a template or image list past the decoded frames of a video (they hold the
+    video's last prediction)."""
+    warnings = []
+    for name, writer in plan.single:
+        held = getattr(writer, "held_rows", {})
+        if held:
+            shown = ", ".join(f"{v} ({n})" for v, n in list(held.items())[:5])
+            more = ", …" if len(held) > 5 else ""
+            warnings.append(
+                f"{name}: {sum(held.values())} row(s) of {len(held)} video(s) lie past the "
+                f"decoded frames and hold each video's last prediction: {shown}{more}"
+            )
+    return warnings
 
 
 def _failed_item(name: str, message: str):
@@ -353,6 +449,12 @@ def _writer_plan(tracks: Sequence[str], opts: PredictOptions) -> _Plan:
             raise InputError(f"two --template files for the {track} track")
         templates[track] = Path(t)
     plan = _Plan([], [], [])
+    for track, path in templates.items():
+        if track not in tracks:
+            plan.notes.append(
+                f"--template {path} is for the {track} track, which this run does not predict "
+                f"(tracks: {', '.join(tracks)}); it is not used"
+            )
     for track in tracks:
         metrics.track_spec(track, edition)  # the edition must have run this track
         writer = writer_for(
@@ -412,6 +514,8 @@ def _write_run_file(report: PredictReport, opts: PredictOptions, predictor, trac
         "frame_count_rule": opts.frame_count,
         "videos": report.videos,
         "failed": {r.name: r.message for r in report.batch.failed},
+        "skipped": {r.name: r.message for r in report.batch.skipped if not r.up_to_date},
+        "warnings": report.warnings,
         "seconds": round(report.seconds, 2),
         "extract_seconds": round(report.extract_seconds, 2),
         "stages": report.stages,
@@ -419,9 +523,7 @@ def _write_run_file(report: PredictReport, opts: PredictOptions, predictor, trac
     atomic_write_text(report.out / RUN_FILE, json.dumps(info, indent=2, default=str) + "\n")
 
 
-def _print_closing(
-    report: PredictReport, console: Console, baseline: bool, batch_items: int
-) -> None:
+def _print_closing(report: PredictReport, console: Console, baseline: bool) -> None:
     from rich.table import Table
 
     if report.videos:
@@ -437,5 +539,3 @@ def _print_closing(
         console.print(table)
     who = "the BASELINE predictor (not a trained model)" if baseline else report.predictor
     console.print(f"predictions by {who} in {report.out} ({report.seconds:.1f} s)", highlight=False)
-    if len(report.batch.results) > batch_items:  # challenge-file or plot failures after the batch
-        print_summary(report.batch, console, title="predict summary")
