@@ -48,34 +48,25 @@ def macro_f1(pred: np.ndarray, true: np.ndarray, classes: list[int]) -> float:
 
 
 def fer2013(limit: int | None = None) -> dict:
-    import torch
     from PIL import Image
 
     from mmaffect.annotations import EXPR_8
-    from mmaffect.nets.mini_xception import FER2013_CLASSES, preprocess_faces
     from mmaffect.predict.baseline import FER_TO_EXPR
-    from mmaffect.store import resolve
 
     root = DATA / "images" / "fer2013_privatetest"
     paths = sorted(root.glob("*/*.jpg")) + sorted(root.glob("*/*.png"))
     if limit:
         paths = paths[:: max(1, len(paths) // limit)]
-    from mmaffect.nets.mini_xception import load_mini_xception
-
-    model = load_mini_xception(
-        resolve("fer2013_mini_xception", MODELS if MODELS.is_dir() else None)
-    )
+    model = load_fer_model()
     names = [str(n) for n in EXPR_8.names]
     true = np.array([names.index(FER_TO_EXPR[p.parent.name]) for p in paths])
-    probs = []
     started = time.perf_counter()
-    for i in range(0, len(paths), 256):
-        faces = [np.asarray(Image.open(p).convert("L")) for p in paths[i : i + 256]]
-        with torch.inference_mode():
-            probs.append(torch.softmax(model(preprocess_faces(faces)), -1).numpy())
-    p = np.concatenate(probs)
-    columns = [f"p_{c}" for c in FER2013_CLASSES]
-    expr = _baseline_expr(p, columns)
+    expr = np.concatenate(
+        [
+            mini_xception_expr(model, [np.asarray(Image.open(p).convert("L")) for p in batch])
+            for batch in (paths[i : i + 256] for i in range(0, len(paths), 256))
+        ]
+    )
     pred = expr.argmax(1)
     classes = sorted(set(true.tolist()))
     return {
@@ -85,6 +76,31 @@ def fer2013(limit: int | None = None) -> dict:
         "chance_macro_f1": round(1 / len(classes), 3),
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def load_fer_model():
+    """mini-Xception with its FER2013 weights (the models folder, else the model store)."""
+    from mmaffect.nets.mini_xception import load_mini_xception
+    from mmaffect.store import resolve
+
+    return load_mini_xception(resolve("fer2013_mini_xception", MODELS if MODELS.is_dir() else None))
+
+
+def mini_xception_expr(model, faces, flip: bool = False) -> np.ndarray:
+    """The baseline's EXPR probabilities ``(N, 8)`` of faces (grey or RGB, values 0-255): its
+    preprocessing, mini-Xception, and its FER2013 → ABAW mapping (``Other`` is 0); ``flip``
+    averages the logits of each face and its mirror image."""
+    import torch
+
+    from mmaffect.nets.mini_xception import FER2013_CLASSES, preprocess_faces
+
+    x = preprocess_faces(faces)
+    with torch.inference_mode():
+        logits = model(x)
+        if flip:
+            logits = (logits + model(torch.flip(x, dims=[-1]))) / 2
+        probs = torch.softmax(logits, -1).numpy()
+    return _baseline_expr(probs, [f"p_{c}" for c in FER2013_CLASSES])
 
 
 def _blendshapes() -> list[str]:

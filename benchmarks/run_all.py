@@ -7,7 +7,8 @@ Usage::
 The benchmarks run one at a time (timings taken side by side would disturb each other), each
 in its own process with its defaults; its table goes to the terminal and OUT/NAME.log. The
 long cost-growth run (1, 5 and 20-minute videos, over an hour on 2 CPU cores) runs only with
-``--growth``. A failed benchmark does not stop the others; the exit code is 1 if any failed.
+``--growth``; ``face_expression`` trains a face model on FER2013 (about an hour on 2 CPU
+cores). A failed benchmark does not stop the others; the exit code is 1 if any failed.
 The reference systems need the benchmark extra: ``pip install -e '.[bench]'``.
 """
 
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "decode": [],
     "speed": [],
     "expression_accuracy": ["--train-speech"],
+    "face_expression": [],
     "speech_emotion": [],
     "va_speech": [],
     "asr_wer": [],

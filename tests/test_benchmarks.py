@@ -153,3 +153,42 @@ def test_run_all_runs_the_named_benchmarks(tmp_path):
     assert res.returncode == 0, res.stderr
     assert json.loads((tmp_path / "decode.json").read_text())["decode_null_fps"] > 0
     assert "decode" in res.stdout.split("=== run times ===")[1]
+
+
+@pytest.mark.slow
+def test_face_expression_benchmark_runs(tmp_path, shared_env):
+    # fmt: off
+    figures = run_benchmark(
+        "face_expression", "--work", tmp_path, "--train-per-class", "20", "--test-per-class",
+        "20", "--backbone", "resnet18", "--input-size", "48", "--epochs", "1",
+        "--speed-batches", "2", env=shared_env,
+    )
+    # fmt: on
+    run, test, rows = figures["run"], figures["privatetest"], figures["rows"]
+    assert run["checkpoint"] == str(tmp_path / "run" / "best-000.ckpt")
+    assert (run["epochs"], run["best_epoch"]) == (1, 0)
+    assert 0 <= run["val_score"] <= 1
+    assert run["training_time_source"] == "wall time of the mmaffect train process"
+    assert run["training_seconds"] > run["file_time_seconds"] > 0  # the process outlasts its files
+    # the first 20 faces of each of the 7 classes, 14 of them with a twin in Training
+    assert (test["faces"], test["twins_in_training"], test["faces_without_twins"]) == (140, 14, 126)
+    assert [(r["model"], r["flip"]) for r in rows] == [
+        ("face_cnn resnet18 48px", False),
+        ("face_cnn resnet18 48px", True),
+        ("mini-Xception (FER2013 weights)", False),
+        ("mini-Xception (FER2013 weights)", True),
+    ]
+    for r in rows:
+        for key in ("accuracy", "macro_f1", "accuracy_without_twins", "macro_f1_without_twins"):
+            assert 0 <= r[key] <= 1, (r["model"], key)
+        assert r["faces_per_s"] > 0
+    assert rows[2]["accuracy"] > 0.4  # mini-Xception's real weights (0.58 on all 3,589 faces)
+    # the same run folder again, evaluated as a finished run: the same checkpoint, same scores
+    again = run_benchmark(
+        "face_expression", "--run", tmp_path / "run", "--work", tmp_path / "again",
+        "--test-per-class", "20", "--speed-batches", "1", env=shared_env,
+    )  # fmt: skip
+    assert again["run"]["training_time_source"] == "file times: config.yaml to last.ckpt"
+    assert again["run"]["training_seconds"] == run["file_time_seconds"]
+    score = ("accuracy", "macro_f1", "accuracy_without_twins", "macro_f1_without_twins")
+    assert [[r[k] for k in score] for r in again["rows"]] == [[r[k] for k in score] for r in rows]
