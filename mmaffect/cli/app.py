@@ -431,9 +431,48 @@ def train_cmd(
             help="Continue from OUT/last.ckpt [resume]; --no-resume starts over in OUT.",
         ),
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Image model: training class folders <class>/<image>."),
+    ] = None,
+    val_images: Annotated[
+        Path | None,
+        typer.Option("--val-images", help="Image model: validation class folders."),
+    ] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="Image model backbone: efficientnet_lite0, resnet18, mini_xception."),
+    ] = None,
+    input_size: Annotated[
+        int | None, typer.Option(min=32, max=256, help="Image model input side in pixels.")
+    ] = None,
+    crop_cache: Annotated[
+        Path | None, typer.Option(help="Where face crops are cached [OUT/crops].")
+    ] = None,
+    frames: Annotated[
+        Path | None,
+        typer.Option(
+            "--frames",
+            help="Image model: Aff-Wild2 cropped_aligned/<video>/00001.jpg frame folders, "
+            "labelled by --annotations.",
+        ),
+    ] = None,
+    videos: Annotated[
+        Path | None,
+        typer.Option(
+            "--videos",
+            help="Image model on videos (--annotations, --cache with their faces): the folder "
+            "holding the videos [the path extract recorded].",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="DataLoader worker processes [0].")
+    ] = None,
+    models_dir: ModelsDir = None,
     debug: Debug = False,
 ) -> None:
-    """Train a model on cached features; options given here override the --config YAML."""
+    """Train a model on cached features, or an image model on face images; options given here
+    override the --config YAML."""
     from rich.markup import escape
 
     from mmaffect.batch import EXIT_INTERRUPTED
@@ -454,10 +493,22 @@ def train_cmd(
         "seed": seed,
         "device": device,
         "resume": resume,
+        "images": images,
+        "val_images": val_images,
+        "crop_cache": crop_cache,
+        "models_dir": models_dir,
+        "frames": frames,
+        "videos": videos,
+        "num_workers": workers,
     }
     try:
         base = TrainConfig.from_yaml(config).to_dict() if config else {}
         base.update({k: v for k, v in overrides.items() if v is not None})
+        hp = {"backbone": backbone, "input_size": input_size}
+        base["model_hparams"] = {
+            **base.get("model_hparams", {}),
+            **{k: v for k, v in hp.items() if v is not None},
+        }
         result = train(TrainConfig.from_dict(base))
     except MmaffectError as e:  # a bad setting or input: checked before anything is written
         if debug:

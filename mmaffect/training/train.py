@@ -22,6 +22,8 @@ __all__ = [
     "TrainingInterrupted",
     "build_datasets",
     "check_edition",
+    "image_datasets",
+    "label_splits",
     "prepare",
     "train",
 ]
@@ -71,6 +73,21 @@ class TrainConfig:
         Passed to :class:`~mmaffect.training.module.AffectModule`.
     feature_configs
         ``{modality: config hash}`` choosing cache entries.
+    images, val_images
+        Image-level training (``model: face_cnn``): class folders ``<class>/<image>`` of the
+        training and validation images (FER2013, AffectNet, RAF-DB layout).
+    frames
+        Image-level training on Aff-Wild2 ``cropped_aligned/<video>/00001.jpg`` frame folders,
+        labelled by ``annotations`` (the model records the organisers' crop, template × 1.0).
+    videos
+        Image-level training on videos (``annotations`` and ``cache``): the faces ``extract``
+        found, cut with the model's crop; this folder holds the videos (default: the path each
+        faces entry recorded).
+    crop_cache
+        Where face crops are cached for image-level training (default ``OUT/crops``).
+    models_dir
+        Where the pretrained weights an image model starts from are looked up (else
+        ``MMAFFECT_MODELS``, the user cache and installed weight packages).
     """
 
     task: str = "expr"
@@ -102,9 +119,30 @@ class TrainConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
     expr_confidence: float = 0.9
     feature_configs: dict[str, str] = field(default_factory=dict)
+    images: str | None = None
+    val_images: str | None = None
+    crop_cache: str | None = None
+    models_dir: str | None = None
+    frames: str | None = None
+    videos: str | None = None
+
+    @property
+    def image_level(self) -> bool:
+        """Whether this run trains an image model on face crops."""
+        return self.modalities == ["image"] or self.images is not None or self.frames is not None
 
     def __post_init__(self) -> None:
-        for name in ("annotations", "cache", "out"):
+        for name in (
+            "annotations",
+            "cache",
+            "out",
+            "images",
+            "val_images",
+            "crop_cache",
+            "models_dir",
+            "frames",
+            "videos",
+        ):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, str(value))
@@ -182,11 +220,27 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     tuple
         ``(train_dataset, val_dataset, {"expr": class names, "au": AU names})``.
     """
-    from mmaffect.annotations import AU_12, EXPR_8, read_split_folders
     from mmaffect.training.dataset import WindowDataset
 
+    if config.image_level:
+        return image_datasets(config)
     if not config.annotations or not config.cache:
         raise InputError("training needs an annotations folder and a feature cache folder")
+    splits, names = label_splits(config)
+    common = dict(
+        modalities=config.modalities, window=config.window, configs=config.feature_configs or None
+    )
+    train_ds = WindowDataset(config.cache, splits["train"], stride=config.stride, **common)
+    val_ds = WindowDataset(config.cache, splits["validation"], **common)
+    return train_ds, val_ds, names
+
+
+def label_splits(config: TrainConfig) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The labels of the ``train`` and ``validation`` splits of ``config.annotations`` for
+    ``config.task`` (uni-task: ``{video: VideoLabels}``; MTL: ``MtlLabels``) and the label
+    names of the heads."""
+    from mmaffect.annotations import AU_12, EXPR_8, read_split_folders
+
     if config.task == "mtl":
         splits = _mtl_splits(Path(config.annotations))
         names = {"expr": _label_names(EXPR_8), "au": _label_names(AU_12)}
@@ -198,12 +252,82 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     for need in ("train", "validation"):
         if need not in splits:
             raise InputError(f"{config.annotations}: no {need} split found")
-    common = dict(
-        modalities=config.modalities, window=config.window, configs=config.feature_configs or None
+    return splits, names
+
+
+def image_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]:
+    """The train and validation :class:`~mmaffect.training.crops.ImageDataset` of an image
+    model, and the label names: class folders (``images`` / ``val_images``), Aff-Wild2 frame
+    folders (``frames``) or videos through their faces entries (``cache``), the last two
+    labelled by ``annotations``."""
+    from mmaffect.annotations import EXPR_8
+    from mmaffect.models.face_cnn import FaceCNN
+    from mmaffect.training.crops import ImageDataset, class_folder_crops
+
+    if config.model != "face_cnn" or config.modalities != ["image"]:
+        raise InputError(
+            "image-level training trains an image model",
+            hint="pass --model face_cnn --modalities image (pipelines/face_expr_fer2013.yaml)",
+        )
+    size = FaceCNN(**{**config.model_hparams, "modalities": ["image"]}).input_size
+    root = Path(config.crop_cache or Path(config.out or ".") / "crops")
+    if not (config.images or config.val_images):
+        return _labelled_image_datasets(config, root, size)
+    if config.task != "expr":
+        raise InputError("class folders label expressions only", hint="use --task expr")
+    if not config.images or not config.val_images:
+        raise InputError(
+            "image-level training needs training and validation images",
+            hint="--images TRAIN_FOLDER --val-images VALIDATION_FOLDER (<class>/<image> each)",
+        )
+    train_ds = ImageDataset(class_folder_crops(config.images, root, size))
+    val_ds = ImageDataset(class_folder_crops(config.val_images, root, size))
+    return train_ds, val_ds, {"expr": _label_names(EXPR_8)}
+
+
+def _labelled_image_datasets(
+    config: TrainConfig, root: Path, size: int
+) -> tuple[Any, Any, dict[str, list[str]]]:
+    """Image datasets of ABAW-labelled frames: Aff-Wild2 frame folders or video crops."""
+    from functools import partial
+
+    from mmaffect.faces.crops import FaceCrop
+    from mmaffect.models.face_cnn import DEFAULT_CROP
+    from mmaffect.training.crops import (
+        ORGANISER_CROP,
+        ImageDataset,
+        frame_folder_crops,
+        video_crops,
     )
-    train_ds = WindowDataset(config.cache, splits["train"], stride=config.stride, **common)
-    val_ds = WindowDataset(config.cache, splits["validation"], **common)
-    return train_ds, val_ds, names
+
+    if not config.annotations or not (config.frames or config.cache):
+        raise InputError(
+            "image-level training needs face images and their labels",
+            hint="--images/--val-images (class folders), or --annotations LABELS with "
+            "--frames CROPPED_ALIGNED (Aff-Wild2 frame folders) or --cache FEATURE_CACHE "
+            "(videos, through the faces extract found)",
+        )
+    report = partial(print, flush=True)
+    splits, names = label_splits(config)
+    if config.frames:
+        crop = config.model_hparams.get("crop")
+        if crop and dict(crop) != ORGANISER_CROP:  # e.g. a recipe made for class folders
+            report(f"frame folders hold the organisers' aligned crops: the model records crop "
+                   f"{ORGANISER_CROP}, not {dict(crop)}")  # fmt: skip
+        config.model_hparams = {**config.model_hparams, "crop": dict(ORGANISER_CROP)}
+        make = partial(frame_folder_crops, config.frames, cache_root=root, size=size)
+    else:
+        crop = FaceCrop.from_dict(config.model_hparams.get("crop") or DEFAULT_CROP)
+        make = partial(
+            video_crops, config.cache, cache_root=root, size=size, crop=crop,
+            videos=config.videos, faces_config=config.feature_configs.get("faces"),
+        )  # fmt: skip
+    datasets = []
+    for split, stride in (("train", config.stride), ("validation", 1)):
+        crops = make(labels=splits[split], stride=stride, name=split, report=report)
+        report(f"{split}: {crops.describe()}")
+        datasets.append(ImageDataset(crops))
+    return datasets[0], datasets[1], names
 
 
 def _mtl_splits(folder: Path) -> dict[str, Any]:
@@ -406,6 +530,11 @@ def prepare(config: TrainConfig) -> _Run:
     resume_epoch = (
         check_resumable(last, module.hparams) if config.resume and last.is_file() else None
     )
+    if config.image_level and resume_epoch is None:
+        from mmaffect.nets.registry import load_pretrained
+
+        # a fresh image model starts from the weights its backbone has (ImageNet, FER2013)
+        load_pretrained(module.model.backbone, module.model.spec.name, config.models_dir)
     return _Run(
         config, out, train_ds, val_ds, module, accelerator, _precision(config, accelerator),
         resume_epoch,
@@ -614,7 +743,12 @@ def _loaders(run: _Run) -> tuple[Any, Any]:
     balanced = (
         {"expr": "expr", "mtl": "expr", "au": "au"}.get(config.task) if config.balanced else None
     )
-    loader = dict(batch_size=config.batch_size, num_workers=config.num_workers)
+    loader = dict(
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        pin_memory=run.accelerator == "gpu",  # page-locked batches copy to the GPU faster
+        persistent_workers=config.num_workers > 0,  # not forked again every epoch
+    )
     train_loader = make_loader(
         run.train_ds, shuffle=True, balanced=balanced, seed=config.seed, **loader
     )
