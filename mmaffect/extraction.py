@@ -314,16 +314,33 @@ class _ExtractRun:
         pending = _Pending(src)
         self.pending.append(pending)
         self.summaries[src.id].frames = source_timing(opened).n_frames
-        if self.audio_side and self.options.overlap:
+        audio_side = self.audio_side if src.kind != "images" else None  # photos: no soundtrack
+        if src.kind == "images":
+            self.image_set_notes(src, opened)
+        if audio_side and self.options.overlap:
             pending.audio = self.submit_audio(opened)
         if self.wanted & VISION and src.has_video:
             self.vision_side(src, opened, decoding)
         elif self.wanted & VISION:
             self.summaries[src.id].notes.append("audio only: no vision features")
-        if self.audio_side and not self.options.overlap:
+        if audio_side and not self.options.overlap:
             pending.audio = self.submit_audio(opened)
             self.finish_ready(wait=True)
         bars.advance(bars.videos)
+
+    def image_set_notes(self, src: MediaSource, opened) -> None:
+        """An image set: each unreadable image named on the console (it is left out of the
+        set), and no audio side (photos have no soundtrack)."""
+        from rich.markup import escape
+
+        notes = self.summaries[src.id].notes
+        for name, reason in opened.info.unreadable:
+            notes.append(f"{name} is not a readable image ({reason}): left out")
+            line = escape(f"{src.id}: {notes[-1]}")
+            self.console.print(f"[yellow]warning[/]: {line}", highlight=False, soft_wrap=True)
+        if self.audio_side:
+            notes.append("an image set has no soundtrack: no speech or word features")
+            self.bars.advance(self.bars.audio)
 
     def submit_audio(self, opened) -> Future:
         heartbeat = Heartbeat("audio")

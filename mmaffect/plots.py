@@ -4,6 +4,9 @@
   prediction has (expression probabilities, valence/arousal, AU heat map) plus the spoken words.
   Frames without a face, or whose predictions were filled, are shaded grey in every lane.
 * :func:`render_overlay` re-encodes the source video with the predictions drawn on each frame.
+* Image sets (photos) get contact sheets instead of a timeline (:func:`plot_image_set`: each
+  image with its face box and predictions written under it) and, as their overlay, annotated
+  copies of the images (:func:`render_image_overlays`).
 * :func:`plot_predictions` does both for many ``.npz`` prediction files (``mmaffect plot``),
   one file failing without stopping the others.
 
@@ -34,8 +37,11 @@ if TYPE_CHECKING:
 __all__ = [
     "BOX_COLOR",
     "EXPR_COLORS",
+    "contact_sheet",
+    "plot_image_set",
     "plot_predictions",
     "plot_timeline",
+    "render_image_overlays",
     "render_overlay",
     "timeline_figure",
 ]
@@ -626,6 +632,146 @@ def render_overlay(
     return out_path
 
 
+# ------------------------------------------------------------------------------------ image sets
+
+#: Contact sheets of an image set: this many columns and rows of images per sheet.
+SHEET_COLUMNS, SHEET_ROWS = 8, 6
+_CELL = 240  # side of the square a thumbnail is fitted into, in pixels
+_CAPTION = 70  # caption lines under a thumbnail
+_SHEET_HEAD = 48  # title lines at the top of a sheet
+_SHEET_BG = (24, 24, 24)
+
+
+def _put(canvas: np.ndarray, text: str, org: tuple[int, int], scale: float, color, width: int):
+    """Write ``text`` at ``org`` in OpenCV's Hershey font (ASCII only: other characters become
+    "?"), cut to about ``width`` pixels."""
+    import cv2
+
+    text = text.encode("ascii", "replace").decode()
+    fits = max(4, int(width / (19 * scale)))
+    text = text if len(text) <= fits else text[: fits - 2] + ".."
+    cv2.putText(canvas, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def _caption(pred: VideoPrediction, i: int) -> list[tuple[str, tuple[int, int, int]]]:
+    """The lines under image ``i``: its file, its expression (or "no face"), VA, active AUs."""
+    lines = [(pred.meta["images"][i], (235, 235, 235))]
+    if not pred.face_found[i]:
+        return [*lines, ("no face", (150, 150, 150))]
+    if pred.expr_probs is not None:
+        k = int(pred.expr_labels[i])
+        name = pred.expr_names[k]
+        lines.append((f"{name} {float(pred.expr_probs[i, k]):.2f}", expr_color(name, k)))
+    if pred.va is not None:
+        v, a = (float(x) for x in pred.va[i])
+        lines.append((f"V {v:+.2f}  A {a:+.2f}", (235, 235, 235)))
+    if pred.au_probs is not None:
+        active = [n for n, on in zip(pred.au_names, pred.au_labels[i], strict=True) if on]
+        aus = "AU " + " ".join(a.removeprefix("AU") for a in active) if active else "no AU"
+        lines.append((aus, (200, 200, 200)))
+    return lines
+
+
+def _sheet_cell(canvas: np.ndarray, x0: int, y0: int, pred: VideoPrediction, i: int, path: Path):
+    """Draw image ``i`` (fitted into the cell, face box in green) and its caption."""
+    import cv2
+
+    from mmaffect.media.image_set import read_image, upright_size
+
+    side = _CELL - 8
+    try:
+        width, height = upright_size(path)
+        scale = side / max(width, height)
+        tw, th = max(1, round(width * scale)), max(1, round(height * scale))
+        ox, oy = x0 + 4 + (side - tw) // 2, y0 + 4 + (side - th) // 2
+        canvas[oy : oy + th, ox : ox + tw] = read_image(path, (tw, th))
+        box = pred.face_box[i]
+        if pred.face_found[i] and np.all(np.isfinite(box)):
+            x1, y1, x2, y2 = (int(round(float(v) * scale)) for v in box)
+            cv2.rectangle(canvas, (ox + x1, oy + y1), (ox + x2, oy + y2), BOX_COLOR, 2)
+        lines = _caption(pred, i)
+    except Exception as e:  # noqa: BLE001 - one unreadable image must not lose the sheet
+        lines = [(pred.meta["images"][i], (235, 235, 235)), (f"cannot read: {e}", (230, 80, 80))]
+    for k, (text, color) in enumerate(lines[:4]):
+        _put(canvas, text, (x0 + 6, y0 + _CELL + 14 + 16 * k), 0.42, color, _CELL - 10)
+
+
+def contact_sheet(pred: VideoPrediction, folder: str | Path, rows: range) -> np.ndarray:
+    """An RGB contact sheet of the images ``rows`` of an image set's prediction: each image
+    with its face box and, under it, its file name, expression and probability, valence and
+    arousal and active AUs ("no face" without one); the title names the set, the images shown,
+    how many have a face, and the predictor."""
+    cols = min(SHEET_COLUMNS, len(rows))
+    lines = -(-len(rows) // cols)
+    canvas = np.empty((_SHEET_HEAD + lines * (_CELL + _CAPTION), cols * _CELL, 3), np.uint8)
+    canvas[:] = _SHEET_BG
+    n, faces = len(pred), int(np.asarray(pred.face_found).sum())
+    head = f"{pred.video_id}: images {rows.start + 1}-{rows.stop} of {n}, a face in {faces}"
+    _put(canvas, head, (8, 20), 0.55, (235, 235, 235), canvas.shape[1] - 16)
+    who = BASELINE_NOTE if pred.is_baseline else pred.predictor
+    color = (230, 60, 60) if pred.is_baseline else (200, 200, 200)
+    _put(canvas, f"predictor: {who}", (8, 40), 0.5, color, canvas.shape[1] - 16)
+    for k, i in enumerate(rows):
+        x0, y0 = (k % cols) * _CELL, _SHEET_HEAD + (k // cols) * (_CELL + _CAPTION)
+        _sheet_cell(canvas, x0, y0, pred, i, Path(folder) / pred.meta["images"][i])
+    return canvas
+
+
+def plot_image_set(pred: VideoPrediction, folder: str | Path, out_dir: str | Path) -> list[Path]:
+    """Write the contact sheets of an image set (:func:`contact_sheet`, 48 images each):
+    ``<set>.png``, or ``<set>-p1.png``, ``<set>-p2.png``, … when the set needs several."""
+    from PIL import Image
+
+    from mmaffect.atomic import atomic_path
+
+    per = SHEET_COLUMNS * SHEET_ROWS
+    starts = range(0, len(pred), per)
+    paths = []
+    for page, start in enumerate(starts, 1):
+        name = pred.video_id + (f"-p{page}" if len(starts) > 1 else "")
+        sheet = contact_sheet(pred, folder, range(start, min(start + per, len(pred))))
+        path = Path(out_dir) / f"{name}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(sheet).save(tmp, format="PNG")
+        paths.append(path)
+    return paths
+
+
+def render_image_overlays(pred: VideoPrediction, folder: str | Path, out_dir: str | Path) -> Path:
+    """Each image of an image set, upright and at full size, with the predictions drawn on as
+    in the overlay video (face box, expression, VA panel, "BASELINE"), as
+    ``out_dir/<image stem>.jpg``; returns ``out_dir``."""
+    from PIL import Image
+
+    from mmaffect.atomic import atomic_path
+    from mmaffect.media.image_set import read_image
+
+    out_dir = Path(out_dir)
+    for i, name in enumerate(pred.meta["images"]):
+        image = np.array(read_image(Path(folder) / name))
+        _OverlayPainter(pred, image.shape[1], image.shape[0], trail_frames=0).paint(image, i)
+        with atomic_path(out_dir / f"{Path(name).stem}.jpg") as tmp:
+            Image.fromarray(image).save(tmp, format="JPEG", quality=90)
+    return out_dir
+
+
+def _image_folder(pred: VideoPrediction, videos: Path | None) -> Path:
+    """Where an image set's images are: ``videos/<set>``, ``videos``, or the recorded folder."""
+    candidates = [videos / pred.video_id, videos] if videos is not None else []
+    if pred.meta.get("source"):
+        candidates.append(Path(pred.meta["source"]))
+    names = pred.meta["images"][:20]
+    for folder in candidates:
+        if any((folder / name).is_file() for name in names):
+            return folder
+    recorded = pred.meta.get("source") or "no folder recorded"
+    raise InputError(
+        f"{pred.video_id}: the images of this set are not found ({recorded}; "
+        + (f"not in {videos})" if videos is not None else "no --videos folder given)"),
+        hint="pass --videos DIR, the folder holding the images",
+    )
+
+
 # ------------------------------------------------------------------------------------ batch
 
 
@@ -715,6 +861,14 @@ def plot_predictions(
         if not path.is_file():
             raise InputError(f"{path} does not exist")
         pred = load_prediction(path)
+        if "images" in pred.meta:  # an image set: contact sheets, not a timeline
+            folder = _image_folder(pred, videos)
+            sheets = plot_image_set(pred, folder, out_dir)
+            more = f" (+{len(sheets) - 1} more sheets)" if len(sheets) > 1 else ""
+            written = [sheets[0].name + more]
+            if overlay:
+                written.append(f"{render_image_overlays(pred, folder, out_dir / pred.video_id)}/")
+            return ", ".join(written)
         written = [plot_timeline(pred, out_dir / f"{pred.video_id}.png").name]
         if overlay:
             source = _find_source(pred, index, videos)

@@ -165,3 +165,80 @@ def test_probe_cli_warns_about_loops_and_succeeds(looped):
         "(a symlink loop): not followed"
         for name in ("a", "b")
     ]
+
+
+# ------------------------------------------------------------------------------ image sets
+
+
+def write_images(folder: Path, names: list[str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        Image.new("RGB", (40 + k, 30), (k * 40, 90, 200)).save(folder / name)
+    return [folder / n for n in names]
+
+
+def test_images_in_a_folder_are_one_set_never_one_source_each(tmp_path):
+    names = [f"IMG_{k:04d}.jpg" for k in range(30)] + ["b.png", "a.webp", "c.TIFF", "d.bmp"]
+    write_images(tmp_path / "holiday", names)
+    write_images(tmp_path / "holiday" / "day2", ["x.jpeg", "y.tif"])
+    make_video(tmp_path / "holiday" / "clip.mp4", audio=False)
+    write_frames(tmp_path / "crops" / "4-25-64x64", [1, 2])  # a frame folder stays one
+    (tmp_path / "holiday" / "notes.txt").write_text("not media")
+    sources = discover([tmp_path / "holiday", tmp_path / "crops"])
+    assert [(s.id, s.kind) for s in sources] == [
+        ("4-25-64x64", "frames"),
+        ("clip", "video"),
+        ("day2", "images"),
+        ("holiday", "images"),
+    ]
+    holiday = sources[3]
+    assert holiday.path == tmp_path / "holiday" and holiday.has_video
+    assert holiday.audio_path is None and holiday.subject is None
+    assert [p.name for p in holiday.images] == sorted(names)  # frame i = image i, by name
+    assert [p.name for p in sources[2].images] == ["x.jpeg", "y.tif"]
+
+
+def test_image_files_given_make_one_set_per_folder_of_those_files(tmp_path, monkeypatch):
+    a = write_images(tmp_path / "a", ["1.jpg", "2.jpg", "3.jpg"])
+    b = write_images(tmp_path / "b", ["9.png"])
+    sources = discover([a[2], b[0], a[0]])
+    assert [(s.id, [p.name for p in s.images]) for s in sources] == [
+        ("a", ["1.jpg", "3.jpg"]),  # the files given, not the whole folder
+        ("b", ["9.png"]),
+    ]
+    # The same folder reached as a folder and through a file (or twice): one set, each image once.
+    (same,) = discover([tmp_path / "a", a[1], tmp_path / "a" / "." / "2.jpg"])
+    assert [p.name for p in same.images] == ["1.jpg", "2.jpg", "3.jpg"]
+    # A file in the current folder: the set is named after the folder, not "".
+    monkeypatch.chdir(tmp_path / "a")
+    (here,) = discover(["1.jpg"])
+    assert here.id == "a" and here.images == (Path("1.jpg"),)
+
+
+def test_image_sets_share_the_id_rule_and_are_never_audio_sources(tmp_path):
+    write_images(tmp_path / "x" / "faces", ["1.jpg"])
+    write_images(tmp_path / "y" / "faces", ["1.jpg"])
+    with pytest.raises(InputError, match="two inputs share the id 'faces'"):
+        discover([tmp_path / "x", tmp_path / "y"])
+    # An image named like a frame folder's video is not its audio source.
+    write_frames(tmp_path / "z" / "video39", [1])
+    write_images(tmp_path / "z" / "stills", ["video39.jpg"])
+    by_id = {s.id: s for s in discover([tmp_path / "z"], fps=25)}
+    assert by_id["video39"].audio_path is None and by_id["stills"].kind == "images"
+
+
+def test_a_folder_of_images_only_is_not_empty_and_the_hint_names_images(tmp_path):
+    write_images(tmp_path / "only", ["p.png"])
+    assert [s.kind for s in discover([tmp_path / "only"])] == ["images"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError) as e:
+        discover([tmp_path / "empty"])
+    assert ".jpg" in e.value.one_line() and ".webp" in e.value.one_line()
+
+
+def test_image_extensions_have_one_home():
+    from mmaffect.media import IMAGE_EXTENSIONS
+    from mmaffect.training import crops
+
+    assert crops.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+    assert sorted(IMAGE_EXTENSIONS) == [".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"]

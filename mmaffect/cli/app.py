@@ -161,6 +161,8 @@ def probe(
     debug: Debug = False,
 ) -> None:
     """Container, codecs, exact frame rate and frame count, duration and audio of each input."""
+    from rich.markup import escape
+
     from mmaffect.batch import run_batch
     from mmaffect.media import open_source
 
@@ -169,6 +171,9 @@ def probe(
     def work(source):
         opened = open_source(source, count=count.value)
         infos.append(opened.info)
+        for name, reason in getattr(opened.info, "unreadable", ()):  # an image set's
+            line = f"{source.id}: {name} is not a readable image ({reason}): left out"
+            err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return None
 
     report = run_batch(

@@ -1,4 +1,5 @@
-"""``mmaffect plot``: timeline PNGs and overlay videos from saved predictions."""
+"""``mmaffect plot``: timeline PNGs and overlay videos (image sets: contact sheets and annotated
+images) from saved predictions."""
 
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,11 @@ def register(app: typer.Typer) -> None:
             Path, typer.Option("--out", "-o", file_okay=False, help="Output folder.")
         ],
         overlay: Annotated[
-            bool, typer.Option(help="Also render <id>_overlay.mp4 with the predictions drawn on.")
+            bool,
+            typer.Option(
+                help="Also render <id>_overlay.mp4 (image sets: <set>/<image>.jpg) with the "
+                "predictions drawn on."
+            ),
         ] = False,
         videos: Annotated[
             Path | None,
@@ -28,12 +33,14 @@ def register(app: typer.Typer) -> None:
                 "--videos",
                 exists=True,
                 file_okay=False,
-                help="Folder of source videos, found by id (default: the path in the .npz).",
+                help="Folder of source videos found by id, or of an image set's images "
+                "(default: the path in the .npz).",
             ),
         ] = None,
         debug: Debug = False,
     ) -> None:
-        """Draw a timeline PNG per video (and with --overlay an annotated MP4)."""
+        """Draw a timeline PNG per video (image sets: contact sheets), and with --overlay an
+        annotated MP4 (image sets: annotated copies of the images)."""
         from rich.table import Table
 
         from mmaffect.plots import plot_predictions

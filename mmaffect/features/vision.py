@@ -24,6 +24,7 @@ from mmaffect.features.expression import FEATURE_DIM as EXPR_DIM
 from mmaffect.features.expression import FER_CLASSES
 from mmaffect.features.stages import StageClock
 from mmaffect.features.timing import FrameTiming
+from mmaffect.media.image_set import image_set_signature
 from mmaffect.media.source import OpenedSource
 from mmaffect.watchdog import beat, on_abandon
 
@@ -136,12 +137,13 @@ class VisionModels:
                 self._expression = ExpressionNet(self._resolve(self.clip.expression), self.device)
         return self._expression
 
-    def landmarker(self):
-        """A new MediaPipe landmarker (VIDEO mode keeps per-stream state: one per video)."""
+    def landmarker(self, running_mode: str = "video"):
+        """A new MediaPipe landmarker (VIDEO mode keeps per-stream state: one per video; IMAGE
+        mode, for image sets, sees every image on its own)."""
         from mmaffect.faces.landmarker import FaceLandmarker
 
         with self.clock("load models"):
-            return FaceLandmarker(self._resolve(self.clip.landmarker))
+            return FaceLandmarker(self._resolve(self.clip.landmarker), running_mode=running_mode)
 
 
 class Prefetch:
@@ -264,7 +266,10 @@ def vision_todo(
     keys = vision_keys(
         source.id, face_config_dict(models.face, source.kind == "frames"), models.frame, models.clip
     )
-    signature = source_signature(source.path)
+    if source.kind == "images":
+        signature = image_set_signature(source)
+    else:
+        signature = source_signature(source.path)
     todo = [
         name
         for name in ("faces", *sorted(wanted & {"frame", "clip"}))
@@ -329,7 +334,8 @@ def _find_faces(chunk, arrays: _VisionArrays, models: VisionModels, tracker, org
         dets = models.detector.detect(chunk.images)
     for row, det in zip(idx, dets, strict=True):
         arrays.n_faces[row] = len(det)
-        pick = tracker.update(det)
+        # image sets: each image on its own (a fresh tracker picks its most prominent face)
+        pick = (tracker or SubjectTracker(models.face.tracker)).update(det)
         if pick is not None:
             arrays.found[row] = True
             arrays.boxes[row] = det.boxes[pick]
@@ -421,10 +427,12 @@ def run_vision(
             for n in todo
         }
         arrays = _VisionArrays.open(writers, cache, keys["faces"][0], models)
-        landmarker = stack.enter_context(models.landmarker()) if "clip" in writers else None
+        per_image = opened.source.kind == "images"  # no face followed from image to image
+        mode = "image" if per_image else "video"
+        landmarker = stack.enter_context(models.landmarker(mode)) if "clip" in writers else None
         if landmarker is not None:
             on_abandon(landmarker.abandon)  # stuck inside MediaPipe: never close it
-        tracker = SubjectTracker(models.face.tracker)
+        tracker = None if per_image else SubjectTracker(models.face.tracker)
         seen = 0
         for chunk in chunks:
             beat("vision")
@@ -437,5 +445,8 @@ def run_vision(
         result.faces_found = int(np.asarray(arrays.found).sum())
         for name in todo:
             columns = clip_columns(BLENDSHAPE_NAMES) if name == "clip" else None
-            writers[name].commit(columns=columns, extra={"frames_seen": seen})
+            extra = {"frames_seen": seen}
+            if name == "faces" and per_image:  # which image each row is, and its size
+                extra["image_set"] = opened.info.listing()
+            writers[name].commit(columns=columns, extra=extra)
         return result

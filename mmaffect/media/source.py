@@ -1,4 +1,4 @@
-"""One interface over the three kinds of source: video file, audio file and frame folder."""
+"""One interface over the kinds of source: video file, audio file, frame folder, image set."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from mmaffect.media.audio import AudioTrack, NoAudio, load_audio
 from mmaffect.media.ffmpeg import ChildProcesses
 from mmaffect.media.frame_folder import iter_frame_folder, probe_frame_folder
 from mmaffect.media.frames import FrameChunk, VfrRule, iter_frames
+from mmaffect.media.image_set import iter_image_set, probe_image_set
 from mmaffect.media.inputs import MediaSource
 from mmaffect.media.probe import CountRule, MediaInfo, probe
 
@@ -34,6 +35,8 @@ class OpenedSource:
         children: ChildProcesses | None = None,
     ) -> Iterator[FrameChunk]:
         """Frame chunks; ``children`` registers the decoding ffmpeg (video files)."""
+        if self.source.kind == "images":
+            return iter_image_set(self.info, chunk_size=chunk_size, resize=resize, every=every)
         if self.source.kind == "frames":
             return iter_frame_folder(
                 self.source.path, chunk_size=chunk_size, resize=resize, every=every, info=self.info
@@ -50,6 +53,8 @@ class OpenedSource:
 
     def audio(self) -> AudioTrack | NoAudio:
         """The soundtrack (of the base video for ``_left``/``_right`` frame folders)."""
+        if self.source.kind == "images":
+            return NoAudio(source=self.source.path, reason="photos have no soundtrack")
         if self.source.audio_path is None:
             return NoAudio(
                 source=self.source.path,
@@ -62,7 +67,10 @@ class OpenedSource:
 
 
 def open_source(source: MediaSource, *, count: CountRule = "auto") -> OpenedSource:
-    """Probe a :class:`MediaSource` (raises :class:`~mmaffect.errors.MediaError` if unreadable)."""
+    """Probe a :class:`MediaSource` (raises :class:`~mmaffect.errors.MediaError` if unreadable;
+    an image set leaves its unreadable images out, :mod:`mmaffect.media.image_set`)."""
+    if source.kind == "images":
+        return OpenedSource(source=source, info=probe_image_set(source, count))
     if source.kind == "frames":
         info = probe_frame_folder(source.path, fps=source.fps)
     else:

@@ -39,7 +39,7 @@ __all__ = [
     "smooth",
 ]
 
-FillRule = Literal["interpolate", "hold", "model"]
+FillRule = Literal["interpolate", "hold", "model", "prior"]
 FILL_RULES: tuple[str, ...] = ("auto", "interpolate", "hold", "model")
 HEADS = ("expr", "va", "au")
 
@@ -263,7 +263,11 @@ class CheckpointPredictor:
             "feature_configs": self.feature_configs,
         }
 
-    def outputs(self, cache: FeatureCache, video_id: str) -> dict[str, np.ndarray]:
+    def outputs(
+        self, cache: FeatureCache, video_id: str, *, independent: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Outputs for the window centred on every frame; ``independent`` (image sets): each
+        window holds its own frame only, as a one-frame video's would, never its neighbours."""
         import torch
 
         from mmaffect.training.dataset import WindowDataset, make_loader
@@ -284,6 +288,8 @@ class CheckpointPredictor:
                 hint="extract with the options used for training"
                 + (f" ({trained})" if trained else ""),
             ) from e
+        if independent:
+            ds.window_indices = _own_frame_window(self.window)
         loader = make_loader(ds, batch_size=self.batch_size, shuffle=False)
         parts: dict[str, list[np.ndarray]] = {h: [] for h in self.heads}
         with torch.no_grad():
@@ -306,6 +312,17 @@ class CheckpointPredictor:
         return {h: np.concatenate(v).astype(np.float32) for h, v in parts.items() if v}
 
 
+def _own_frame_window(window: int):
+    """``WindowDataset.window_indices`` for frames that stand alone: every row of the window is
+    the frame itself and only the middle one is real (the window of a one-frame video)."""
+    middle = np.arange(window) == window // 2
+
+    def indices(frame: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(window, frame), middle.copy()
+
+    return indices
+
+
 # ------------------------------------------------------------------------------------ fill, smooth
 
 
@@ -323,7 +340,8 @@ def fill_missing(
     rule
         ``interpolate``: linear in time between the nearest frames with a face (the first and
         last such frames are held towards the ends); ``hold``: the last frame with a face (the
-        first one before it); ``model``: keep the predictor's outputs.
+        first one before it); ``model``: keep the predictor's outputs; ``prior`` (frames that
+        stand alone: image sets): the prior of no evidence below.
 
     Returns
     -------
@@ -335,16 +353,16 @@ def fill_missing(
     n = has_face.shape[0]
     if rule == "model" or has_face.all():
         return outputs, np.zeros(n, bool)
-    if rule not in ("interpolate", "hold"):
+    if rule not in ("interpolate", "hold", "prior"):
         raise InputError(f"unknown fill rule {rule!r}", hint="interpolate, hold or model")
     filled = ~has_face
     out = {}
-    if not has_face.any():
+    if rule == "prior" or not has_face.any():
         for head, arr in outputs.items():
             prior = np.zeros_like(arr)
             if head == "expr":
                 prior[:, 0] = 1.0  # Neutral
-            out[head] = prior
+            out[head] = np.where(has_face[:, None], arr, prior)
         return out, filled
     good = np.flatnonzero(has_face)
     frames = np.arange(n)
@@ -388,11 +406,15 @@ def build_prediction(
     *,
     fill: str = "auto",
     smooth_seconds: float = 0.0,
+    independent: bool = False,
 ) -> VideoPrediction:
     """Outputs of ``predictor`` for every frame of ``video_id``, filled and smoothed.
 
     ``fill="auto"`` interpolates over frames without a face when the predictor sees faces
     only, and keeps the model's outputs when it also hears the audio (speech or word branch).
+    ``independent`` (image sets): every frame stands alone: a checkpoint's window holds that
+    frame only, a frame without a face gets the prior of no evidence (``fill="model"`` keeps
+    the model's outputs) and nothing is smoothed.
     """
     try:
         faces = read_face_track(cache, video_id)
@@ -400,7 +422,10 @@ def build_prediction(
         if not predictor.uses_audio or {"frame", "clip"} & set(predictor.modalities):
             raise
         faces = faceless_track(cache, video_id, predictor.modalities)  # audio-only input
-    raw = predictor.outputs(cache, video_id)
+    if independent and getattr(predictor, "window", 1) > 1:
+        raw = predictor.outputs(cache, video_id, independent=True)
+    else:
+        raw = predictor.outputs(cache, video_id)
     n = faces.n
     for head, arr in raw.items():
         if len(arr) != n:
@@ -411,8 +436,10 @@ def build_prediction(
     rule = fill
     if rule == "auto":
         rule = "model" if predictor.uses_audio else "interpolate"
+    if independent and rule != "model":
+        rule = "prior"
     filled_out, filled = fill_missing(raw, faces.found, rule)  # type: ignore[arg-type]
-    k = int(round(smooth_seconds * faces.fps)) if smooth_seconds > 0 else 1
+    k = int(round(smooth_seconds * faces.fps)) if smooth_seconds > 0 and not independent else 1
     final = smooth(filled_out, k)
     meta = {
         "fill": rule,

@@ -125,6 +125,8 @@ def _has_audio(source) -> bool:
 
 
 def _frame_count(source, rule: str, decoded: int) -> tuple[int, str]:
+    if source.kind == "images" and rule in FRAME_COUNT_RULES:
+        return decoded, f"images ({decoded})"  # a row per readable image, whatever the rule
     if rule == "decoded":
         return decoded, f"decoded frames ({decoded})"
     if rule == "opencv+1":
@@ -217,6 +219,7 @@ def predict(
     if sources is None:
         sources = discover(inputs or [], fps=None)
     run = _PredictRun(opts, predictor, tracks, plan, out, console, debug)
+    run.note_image_sets(sources)
     ext = run.extract_options()  # the checkpoint's extractor settings (an error comes now)
     run.announce(len(sources))
     extraction = run_extract(
@@ -242,6 +245,7 @@ class _PredictRun:
         self.batch = Batch(console, debug=debug)
         self.report = PredictReport(self.batch.report, out, predictor.describe()["predictor"])
         self.report.warnings = list(plan.notes) + _dropped_branches_warning(predictor)
+        self.image_sets: set[str] = set()
         self.signature = {
             "predictor": predictor.describe(),
             "fill": opts.fill,
@@ -269,6 +273,16 @@ class _PredictRun:
             batch_size=self.opts.batch_size,
         )
         return self.predictor.extract_options(base)
+
+    def note_image_sets(self, sources) -> None:
+        """Image sets (photos) get the table and ``.npz`` only; said once, when it matters."""
+        self.image_sets = {s.id for s in sources if s.kind == "images"}
+        if self.image_sets and (self.plan.per_video or self.plan.single or self.opts.smooth):
+            self.report.warnings.append(
+                f"image set(s) {', '.join(sorted(self.image_sets))}: one table row per image "
+                "and the .npz, no ABAW challenge files (they are per video), and every image "
+                "predicted on its own (no fill or smoothing across images)"
+            )
 
     def announce(self, n_sources: int) -> None:
         console, predictor = self.console, self.predictor
@@ -312,11 +326,17 @@ class _PredictRun:
             pred = load_prediction(npz)
             _write_video_files(pred, self.out, self.plan, opts)
             self.report.videos[vid] = _video_summary(pred)
+            self.report.warnings += _unreadable_warnings(pred)
             raise UpToDate("predictions up to date")
+        images = source.kind == "images"
         with self.clock("model"):
             pred = build_prediction(
-                predictor, self.cache, vid, fill=opts.fill, smooth_seconds=opts.smooth
-            )
+                predictor, self.cache, vid, fill=opts.fill, smooth_seconds=opts.smooth,
+                independent=images,
+            )  # fmt: skip
+            if images:
+                pred = _image_set_rows(pred, self.cache)
+                self.report.warnings += _unreadable_warnings(pred)
         self.clock.count("model", len(pred))
         n, rule_text = _frame_count(source, opts.frame_count, len(pred))
         pred = pred.with_length(n)
@@ -343,7 +363,7 @@ class _PredictRun:
         report.batch.interrupted = report.batch.interrupted or interrupted
         if not report.batch.interrupted:
             done = list(report.videos)
-            self.write_single_files(done)
+            self.write_single_files([v for v in done if v not in self.image_sets])
             if self.opts.plots or self.opts.overlay:
                 _plots(done, self.pred_dir, self.out, self.opts, report, console, self.debug)
         report.seconds = time.perf_counter() - started
@@ -399,6 +419,37 @@ def _held_rows_warnings(plan: _Plan) -> list[str]:
                 f"decoded frames and hold each video's last prediction: {shown}{more}"
             )
     return warnings
+
+
+def _image_set_rows(pred: VideoPrediction, cache: FeatureCache) -> VideoPrediction:
+    """An image set's prediction with each row's image (from its faces entry, which lists
+    them) and face boxes in pixels of the upright original images."""
+    from dataclasses import replace
+
+    from mmaffect.media.image_set import to_image_pixels
+    from mmaffect.training.dataset import find_entries
+
+    folder = find_entries(cache, pred.video_id, ["faces"])["faces"]
+    listing = json.loads((folder / "meta.json").read_text()).get("image_set")
+    if not listing or len(listing["files"]) != len(pred):
+        raise InputError(
+            f"{pred.video_id}: its faces entry {folder} does not list the set's images",
+            hint="extract it again (--force)",
+        )
+    meta = {
+        **pred.meta,
+        "image_set": pred.video_id,
+        "images": listing["files"],
+        "unreadable": listing["unreadable"],
+    }
+    return replace(pred, face_box=to_image_pixels(pred.face_box, listing), meta=meta)
+
+
+def _unreadable_warnings(pred: VideoPrediction) -> list[str]:
+    return [
+        f"{pred.video_id}: {name} is not a readable image ({reason}): left out"
+        for name, reason in pred.meta.get("unreadable", [])
+    ]
 
 
 def _failed_item(name: str, message: str):
@@ -478,6 +529,8 @@ def _write_video_files(pred: VideoPrediction, out: Path, plan: _Plan, opts: Pred
     from mmaffect.submission import TableWriter
 
     files = [TableWriter(opts.table_format).write_video(pred, out / "table")]
+    if "image_set" in pred.meta:  # photos: the table only (the challenge files are per video)
+        return files
     for folder, writer in plan.per_video:
         files.append(writer.write_video(pred, out / folder))
     return files

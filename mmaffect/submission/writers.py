@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -563,6 +564,9 @@ class TableWriter:
     face_found, face_score, face_x1, face_y1, face_x2, face_y2, expression, expression_index,
     p_<class>…, valence, arousal, <AU>…, p_<AU>…, yaw, pitch, roll, word, predictor``. An empty
     cell (a null in Parquet) is a NaN. Floats read back as the same float32 (times: float64).
+    An image set (``meta["images"]``) has a row per image: ``video_id`` is the image's file
+    stem, ``image`` its file name, and an ``image_set`` column after ``video_id`` names the set
+    (the file is ``<out>/<set>.csv``).
     """
 
     name = "table"
@@ -606,10 +610,13 @@ class TableWriter:
 def table_columns(pred: VideoPrediction) -> dict[str, list | np.ndarray]:
     """The table's columns in order: numpy arrays for numbers, lists for text."""
     n = len(pred)
-    cols: dict[str, list | np.ndarray] = {
-        "video_id": [pred.video_id] * n,
+    images = pred.meta.get("images")
+    cols: dict[str, list | np.ndarray] = {"video_id": [pred.video_id] * n}
+    if images is not None:  # an image set: each row is an image, named by its file
+        cols = {"video_id": [Path(f).stem for f in images], "image_set": [pred.video_id] * n}
+    cols |= {
         "frame": np.arange(n, dtype=np.int64),
-        "image": [f"{i + 1:05d}.jpg" for i in range(n)],
+        "image": [str(f) for f in images] if images else [f"{i + 1:05d}.jpg" for i in range(n)],
         "time_s": pred.times.astype(np.float64),
         "filled": pred.filled.astype(np.int64),
         "face_found": pred.face_found.astype(np.int64),
@@ -704,7 +711,9 @@ def _floats(cells: list, dtype=np.float32) -> np.ndarray:
 def read_table(path: str | Path) -> VideoPrediction:
     """Read a table written by :class:`TableWriter` back into a :class:`VideoPrediction`.
 
-    The frame rate is 1 / the median step of ``time_s``; ``meta`` is not kept in a table.
+    The frame rate is 1 / the median step of ``time_s``; ``meta`` is not kept in a table,
+    except an image set's id and the image of each row (``meta["image_set"]``,
+    ``meta["images"]``).
     """
     path = Path(path)
     cols = _read_columns(path)
@@ -735,13 +744,16 @@ def read_table(path: str | Path) -> VideoPrediction:
     if "yaw" in cols:
         pose = np.column_stack([_floats(cols[c]) for c in ("yaw", "pitch", "roll")])
     boxes = ("face_x1", "face_y1", "face_x2", "face_y2")
-    extra = {}
+    extra: dict[str, Any] = {}
+    if "image_set" in cols and n:  # an image set: its id, and the image of each row
+        extra["meta"] = {"image_set": str(cols["image_set"][0]), "images": list(cols["image"])}
     if expr_names:
         extra["expr_names"] = expr_names
     if au_names:
         extra["au_names"] = au_names
+    set_id = extra.get("meta", {}).get("image_set")
     return VideoPrediction(
-        video_id=str(cols["video_id"][0]) if n else path.stem,
+        video_id=set_id or (str(cols["video_id"][0]) if n else path.stem),
         fps=fps,
         times=times,
         expr_probs=expr_probs,

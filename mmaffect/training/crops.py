@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 
 from mmaffect.annotations import AU_12, EXPR_8
 from mmaffect.errors import InputError
+from mmaffect.media.inputs import IMAGE_EXTENSIONS  # image files read as face crops
 
 __all__ = [
     "EXPR_ALIASES",
@@ -58,9 +59,6 @@ __all__ = [
     "video_crops",
     "video_targets",
 ]
-
-#: Image files read as face crops (and, by ``discover``, as one-frame inputs).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 #: Class-folder names (lower case) → ABAW expression class.
 EXPR_ALIASES: dict[str, str] = {
