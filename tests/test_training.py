@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -612,3 +614,43 @@ def test_checkpoint_settings_make_the_same_cache_entries(tmp_path, models_dir):
         InputError, match=rf"word features .*version: trained 0, now {WORDS_VERSION}"
     ):
         extract_options_from_checkpoint(old)
+
+
+def test_native_signal_handlers_survive_a_fit_in_process(tmp_path, shared_data, models_dir):
+    # MediaPipe sets SIGPROF to "ignore"; Lightning's teardown put back the SIG_DFL Python had
+    # seen, and the next SIGPROF killed the process ("Profiling timer expired") when a user ran
+    # extract -> train -> extract in one Python process. Run in a child: a crash fails the test
+    # instead of killing pytest.
+    import textwrap
+
+    corpus = tmp_path / "faces"
+    for split, src in (("train", "train"), ("val", "publictest")):
+        for cls in ("happy", "sad"):
+            (corpus / split / cls).mkdir(parents=True)
+            for f in sorted((shared_data / "images/fer2013" / src / cls).glob("*.jpg"))[:8]:
+                (corpus / split / cls / f.name).write_bytes(f.read_bytes())
+    code = textwrap.dedent(f"""
+        import ctypes, ctypes.util, signal
+        import mmaffect
+        from mmaffect.training.train import TrainConfig, train
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        def sigprof():
+            buf = ctypes.create_string_buffer(256)
+            libc.sigaction(int(signal.SIGPROF), None, buf)
+            return int.from_bytes(buf.raw[:8], "little")
+        video = {str(REPO / "sample_media" / "astronaut_talking.mp4")!r}
+        kw = dict(modalities="clip", models_dir={str(models_dir)!r}, progress=False)
+        assert mmaffect.extract([video], cache={str(tmp_path / "c1")!r}, **kw).exit_code == 0
+        before = sigprof()
+        train(TrainConfig(task="expr", model="face_cnn", modalities=["image"],
+            images={str(corpus / "train")!r}, val_images={str(corpus / "val")!r},
+            out={str(tmp_path / "run")!r}, epochs=1, batch_size=8, models_dir={str(models_dir)!r},
+            model_hparams={{"backbone": "resnet18", "input_size": 32}}))
+        print("sigprof", before, sigprof())
+        assert mmaffect.extract([video], cache={str(tmp_path / "c2")!r}, **kw).exit_code == 0
+        print("done")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    before, after = res.stdout.split("sigprof ")[1].split()[:2]
+    assert before == after and "done" in res.stdout

@@ -818,7 +818,7 @@ def _fit_or_interrupted(
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:
-        with _quiet_lightning():
+        with _quiet_lightning(), _native_signal_handlers():
             trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     except SystemExit:
         if not trainer.interrupted:
@@ -828,3 +828,38 @@ def _fit_or_interrupted(
         if main and handler is not None:
             signal.signal(signal.SIGINT, handler)
     return False
+
+
+@contextmanager
+def _native_signal_handlers() -> Iterator[None]:
+    """Put back, after ``fit``, every signal disposition as the C library had it before.
+
+    Lightning's signal connector re-registers on teardown the handler Python *believes* each
+    signal has; for a handler a native library installed (MediaPipe or the ASR runtime set one
+    for SIGPROF with a CPU-time timer), Python's belief is the stale ``SIG_DFL``, so the next
+    tick of that timer killed the process ("Profiling timer expired", seen as extract → train →
+    extract in one Python process). The raw ``struct sigaction`` of every signal is saved with
+    libc's ``sigaction`` and restored (Linux; elsewhere nothing is done).
+    """
+    import ctypes
+    import ctypes.util
+    import signal
+    import threading
+
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    size = 256  # > sizeof(struct sigaction) (152 bytes on x86-64 and aarch64 glibc)
+    saved: dict[int, ctypes.Array] = {}
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        buf = ctypes.create_string_buffer(size)
+        if libc.sigaction(int(signum), None, buf) == 0:
+            saved[int(signum)] = buf
+    try:
+        yield
+    finally:
+        for signum, buf in saved.items():
+            libc.sigaction(signum, buf, None)
