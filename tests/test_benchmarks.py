@@ -192,3 +192,12 @@ def test_face_expression_benchmark_runs(tmp_path, shared_env):
     assert again["run"]["training_seconds"] == run["file_time_seconds"]
     score = ("accuracy", "macro_f1", "accuracy_without_twins", "macro_f1_without_twins")
     assert [[r[k] for k in score] for r in again["rows"]] == [[r[k] for k in score] for r in rows]
+
+
+def test_face_crop_benchmark_measures_the_corpus_framing(shared_env):
+    figures = run_benchmark("face_crop", "--every", "150", env=shared_env)
+    assert figures["images"] == 24  # every 150th of the 3,589 PublicTest faces
+    assert figures["no_face"] <= 2
+    # FER2013 frames faces about as the detector boxes them (0.98 on every 12th face)
+    assert 0.8 < figures["ratio_median"] < 1.2
+    assert figures["ratio_iqr"][0] <= figures["ratio_median"] <= figures["ratio_iqr"][1]

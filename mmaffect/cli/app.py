@@ -263,6 +263,20 @@ def extract(
         int | None,
         typer.Option(min=32, help="Aligned crop side for the frame backbone (default: its own)."),
     ] = None,
+    frame_model: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="A trained face model (.ckpt) as the frame branch."
+        ),
+    ] = None,
+    expression_model: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A trained face model (.ckpt) as the clip branch's expression model.",
+        ),
+    ] = None,
     detect_size: Annotated[
         int, typer.Option(min=64, help="Longest side frames are scaled to for face detection.")
     ] = 640,
@@ -289,7 +303,7 @@ def extract(
     from mmaffect.errors import MmaffectError
     from mmaffect.extraction import ExtractOptions, parse_modalities
     from mmaffect.faces.tracking import TrackerConfig
-    from mmaffect.features.vision import FaceConfig, FrameConfig
+    from mmaffect.features.vision import ClipConfig, FaceConfig, FrameConfig
 
     if subject not in ("main", "left", "right"):
         err.print(f"[red]error:[/] --subject must be main, left or right, not {subject!r}")
@@ -305,7 +319,12 @@ def extract(
             models_dir=models_dir,
             force=force,
             face=FaceConfig(max_side=detect_size, tracker=TrackerConfig(subject=subject)),
-            frame=FrameConfig(backbone=frame_backbone, crop_size=frame_crop),
+            frame=FrameConfig(
+                backbone=frame_backbone,
+                crop_size=frame_crop,
+                model=str(frame_model) if frame_model else None,
+            ),
+            clip=ClipConfig(expression=str(expression_model)) if expression_model else ClipConfig(),
             transcripts=transcripts,
             words=replace(WordConfig(), asr_model=asr_model, language=language),
             stall_seconds=stall_timeout,

@@ -124,7 +124,7 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([lin_inv, trans[..., None]], axis=-1)
 
 
-def alignment_matrices(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+def alignment_matrices(landmarks: np.ndarray, size: int = 112, zoom: float = 1.0) -> np.ndarray:
     """Similarity transforms from detected landmarks to the ArcFace template of ``size``.
 
     Parameters
@@ -133,6 +133,9 @@ def alignment_matrices(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
         (5, 2) or (M, 5, 2) pixel coordinates in RetinaFace order.
     size
         Output crop size (112 or 224; any positive size works, the template scales with it).
+    zoom
+        The template scaled by this about the crop centre: above 1 the face fills more of the
+        crop (less background), below 1 less.
 
     Returns
     -------
@@ -143,7 +146,9 @@ def alignment_matrices(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.shape[-2:] != (5, 2):
         raise ValueError(f"landmarks must be (..., 5, 2), got {landmarks.shape}")
-    return estimate_similarity(landmarks, arcface_template(size))
+    centre = (size - 1) / 2.0
+    template = centre + (arcface_template(size) - centre) * float(zoom)
+    return estimate_similarity(landmarks, template)
 
 
 def align_faces(
@@ -153,6 +158,7 @@ def align_faces(
     *,
     frame_index: np.ndarray | None = None,
     device: torch.device | str = "cpu",
+    zoom: float = 1.0,
 ) -> np.ndarray:
     """Warp faces to the ArcFace template with their 5-point similarity transform.
 
@@ -169,6 +175,8 @@ def align_faces(
         (then M must equal N).
     device
         Where the sampling runs (``"cpu"`` or ``"cuda"``).
+    zoom
+        Template zoom (:func:`alignment_matrices`); 1 is the face-recognition crop.
 
     Returns
     -------
@@ -198,7 +206,7 @@ def align_faces(
         return np.zeros((0, size, size, 3), np.uint8)
 
     height, width = frames.shape[1:3]
-    fwd = alignment_matrices(landmarks, size)
+    fwd = alignment_matrices(landmarks, size, zoom)
     if not np.all(np.isfinite(fwd)) or np.any(np.abs(np.linalg.det(fwd[:, :, :2])) < 1e-12):
         raise ValueError("degenerate landmarks (all points equal or not finite): cannot align")
     inv = invert_affine(fwd)  # crop pixels -> frame pixels

@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from mmaffect.errors import InputError
+from mmaffect.faces.crops import FaceCrop
 
 FRAME_BACKBONES: dict[str, type[FrameBackbone]] = {}
 
@@ -32,23 +33,36 @@ def get_frame_backbone(name: str) -> type[FrameBackbone]:
 
 
 class FrameBackbone:
-    """Turns aligned RGB face crops into one feature vector each."""
+    """Turns aligned RGB face crops into one feature vector each.
+
+    Like a trained face model (:class:`~mmaffect.features.face_model.FaceModel`), it says how
+    faces are cut for it (``crop``, ``size``) and is called on the crops; it has no outputs of
+    its own (``heads`` is empty).
+    """
 
     name: ClassVar[str]
     dim: ClassVar[int]  # feature size
-    crop_size: ClassVar[int]  # aligned crop side the backbone takes (112 or 224)
+    crop_size: ClassVar[int]  # aligned crop side the backbone takes by default (112 or 224)
     model: ClassVar[str]  # model-store name of its weights
+    crop = FaceCrop("template", 1.0)  # the face-recognition alignment
+    heads: tuple[str, ...] = ()
+    expr_names: tuple[str, ...] = ()
+    au_names: tuple[str, ...] = ()
 
-    def __init__(self, net, device):
+    def __init__(self, net, device, crop_size: int | None = None):
         self.net, self.device = net, device
+        self.size = int(crop_size or self.crop_size)
 
     @classmethod
-    def build(cls, weights_path, device: str = "cpu") -> FrameBackbone:
+    def build(cls, weights_path, device: str = "cpu", crop_size: int | None = None):
         raise NotImplementedError
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        """(n, crop_size, crop_size, 3) uint8 RGB → (n, dim) float32."""
+        """(n, size, size, 3) uint8 RGB → (n, dim) float32."""
         raise NotImplementedError
+
+    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.embed(crops), {}
 
 
 @register_frame_backbone
@@ -64,14 +78,14 @@ class EfficientNetLite0(FrameBackbone):
     model = "efficientnet_lite0"
 
     @classmethod
-    def build(cls, weights_path, device: str = "cpu") -> EfficientNetLite0:
+    def build(cls, weights_path, device: str = "cpu", crop_size: int | None = None):
         import torch
 
         from mmaffect.nets.efficientnet_lite import load_efficientnet_lite0
 
         net = load_efficientnet_lite0(weights_path, device=device)
         net = net.to(memory_format=torch.channels_last)
-        return cls(net, torch.device(device))
+        return cls(net, torch.device(device), crop_size)
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         import torch

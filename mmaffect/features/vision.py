@@ -13,15 +13,16 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmaffect.errors import InputError
+from mmaffect.faces.crops import box_crops
 from mmaffect.faces.landmarker import BLENDSHAPE_NAMES, N_BLENDSHAPES
 from mmaffect.faces.tracking import SubjectTracker, TrackerConfig
 from mmaffect.features.cache import EntryKey, FeatureCache, config_hash, source_signature
-from mmaffect.features.expression import FEATURE_DIM as EXPR_DIM
-from mmaffect.features.expression import FER_CLASSES
 from mmaffect.features.stages import StageClock
 from mmaffect.features.timing import FrameTiming
 from mmaffect.media.image_set import image_set_signature
@@ -30,7 +31,9 @@ from mmaffect.watchdog import beat, on_abandon
 
 FACE_VERSION = "1"
 FRAME_VERSION = "1"
-CLIP_VERSION = "1"
+# 2: mini-Xception reads its own crop (the detector box, squared) with flip averaging, not the
+# face-recognition template
+CLIP_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,31 @@ class FaceConfig:
         return asdict(self)
 
 
+def _checkpoint_sha256(path: str | None, recorded: str | None) -> str | None:
+    """sha256 of a face-model checkpoint file (None for a model-store name)."""
+    if path is None or not str(path).endswith(".ckpt"):
+        return None
+    if recorded is not None:  # rebuilt from recorded settings: checked when the model loads
+        return recorded
+    from mmaffect.store.lookup import file_sha256
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such checkpoint file")
+    return file_sha256(Path(path))
+
+
 @dataclass(frozen=True)
 class FrameConfig:
     backbone: str = "efficientnet_lite0"  # name in the frame-backbone registry
     crop_size: int | None = None  # aligned crop side; None: the backbone's own (224 for Lite0)
+    # a trained face model (face_cnn checkpoint) instead of the backbone: its features are
+    # f_img, its outputs are kept beside them; its crop and size are the checkpoint's
+    model: str | None = None
+    model_sha256: str | None = None  # filled in from the file
     version: str = FRAME_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_sha256", _checkpoint_sha256(self.model, self.model_sha256))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,11 +80,22 @@ class FrameConfig:
 
 @dataclass(frozen=True)
 class ClipConfig:
-    expression: str = "fer2013_mini_xception"  # model-store name of the expression net
+    # model-store name of the expression net, or a face model checkpoint (.ckpt)
+    expression: str = "fer2013_mini_xception"
+    expression_sha256: str | None = None  # of a checkpoint, filled in from the file
+    # the store model's crop (kind box|template, scale; see faces/crops.py): the detector box
+    # squared, as FER2013 frames its faces (measured: benchmarks/face_crop.py); a checkpoint
+    # brings its own
+    expression_crop: dict[str, Any] = field(default_factory=lambda: {"kind": "box", "scale": 1.0})
+    expression_flip: bool = True  # average each face and its mirror image
     landmarker: str = "face_landmarker"  # model-store name of the MediaPipe bundle
     landmarker_crop: int = 256  # MediaPipe sees a square crop of this side around the face
     landmarker_margin: float = 1.8  # crop side = margin × the longer side of the face box
     version: str = CLIP_VERSION
+
+    def __post_init__(self) -> None:
+        sha = _checkpoint_sha256(self.expression, self.expression_sha256)
+        object.__setattr__(self, "expression_sha256", sha)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,10 +107,11 @@ def face_config_dict(config: FaceConfig, organiser_crops: bool) -> dict[str, Any
     return config.to_dict()
 
 
-def clip_columns(blendshape_names: tuple[str, ...]) -> list[str]:
+def clip_columns(expression, blendshape_names: tuple[str, ...] = BLENDSHAPE_NAMES) -> list[str]:
+    """Columns of the clip entry for an expression model (its features and class names)."""
     return (
-        [f"expr_feat_{i}" for i in range(EXPR_DIM)]
-        + [f"p_{c}" for c in FER_CLASSES]
+        [f"expr_feat_{i}" for i in range(expression.dim)]
+        + [f"p_{c}" for c in expression.expr_names]
         + [f"bs_{n}" for n in blendshape_names]
         + ["yaw", "pitch", "roll"]
     )
@@ -120,21 +155,40 @@ class VisionModels:
 
     @property
     def backbone(self):
+        """The frame branch's network: a registry backbone or a trained face model."""
         if self._backbone is None:
-            from mmaffect.features.frame import get_frame_backbone
-
-            cls = get_frame_backbone(self.frame.backbone)
             with self.clock("load models"):
-                self._backbone = cls.build(self._resolve(cls.model), device=self.device)
+                if self.frame.model is not None:
+                    self._backbone = _face_model(
+                        self.frame.model, self.frame.model_sha256, self.device
+                    )
+                else:
+                    from mmaffect.features.frame import get_frame_backbone
+
+                    cls = get_frame_backbone(self.frame.backbone)
+                    self._backbone = cls.build(
+                        self._resolve(cls.model), device=self.device, crop_size=self.frame.crop_size
+                    )
         return self._backbone
 
     @property
     def expression(self):
+        """The clip branch's expression model: mini-Xception or a trained face model."""
         if self._expression is None:
-            from mmaffect.features.expression import ExpressionNet
-
+            clip = self.clip
             with self.clock("load models"):
-                self._expression = ExpressionNet(self._resolve(self.clip.expression), self.device)
+                if clip.expression_sha256 is not None:
+                    self._expression = _face_model(
+                        clip.expression, clip.expression_sha256, self.device
+                    )
+                else:
+                    from mmaffect.faces.crops import FaceCrop
+                    from mmaffect.features.expression import ExpressionNet
+
+                    self._expression = ExpressionNet(
+                        self._resolve(clip.expression), self.device,
+                        crop=FaceCrop.from_dict(clip.expression_crop), flip=clip.expression_flip,
+                    )  # fmt: skip
         return self._expression
 
     def landmarker(self, running_mode: str = "video"):
@@ -144,6 +198,21 @@ class VisionModels:
 
         with self.clock("load models"):
             return FaceLandmarker(self._resolve(self.clip.landmarker), running_mode=running_mode)
+
+
+def _face_model(path: str, sha256: str | None, device: str):
+    """A face model checkpoint, refused when the file is not the one the settings recorded."""
+    from mmaffect.features.face_model import FaceModel
+    from mmaffect.store.lookup import file_sha256
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such face model checkpoint")
+    if sha256 is not None and file_sha256(Path(path)) != sha256:
+        raise InputError(
+            f"{path} is not the face model these features were made with (sha256 differs)",
+            hint="use the checkpoint they were made with, or re-extract and re-train",
+        )
+    return FaceModel(path, device)
 
 
 class Prefetch:
@@ -208,26 +277,6 @@ def prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
     return iter(Prefetch(iterator, depth))
 
 
-def landmarker_crops(
-    images: np.ndarray, boxes: np.ndarray, frame_index: np.ndarray, size: int, margin: float
-) -> np.ndarray:
-    """Square crops around face boxes (zero-padded at the frame border), resized to ``size``."""
-    import cv2
-
-    out = np.zeros((len(boxes), size, size, 3), np.uint8)
-    height, width = images.shape[1:3]
-    for k, (box, fi) in enumerate(zip(boxes, frame_index, strict=True)):
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        side = margin * max(box[2] - box[0], box[3] - box[1])
-        scale = size / max(side, 1.0)
-        # Affine map: crop pixel = scale * (frame pixel - top-left corner).
-        m = np.array([[scale, 0, size / 2 - scale * cx], [0, scale, size / 2 - scale * cy]])
-        out[k] = cv2.warpAffine(
-            images[fi], m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-        )
-    return out
-
-
 @dataclass
 class VisionResult:
     frames: int = 0
@@ -289,6 +338,7 @@ class _VisionArrays:
     n_faces: np.ndarray | None = None
     frame_values: np.ndarray | None = None  # None: the frame entry is not computed
     frame_valid: np.ndarray | None = None
+    frame_outputs: dict[str, np.ndarray] = field(default_factory=dict)  # a face model's outputs
     clip_values: np.ndarray | None = None  # None: the clip entry is not computed
     clip_valid: np.ndarray | None = None
     landmarker_found: np.ndarray | None = None
@@ -308,15 +358,25 @@ class _VisionArrays:
             cached = cache.load(faces_key)
             arrays = cls(found=cached["found"], boxes=cached["box"], landmarks=cached["landmarks"])
         if "frame" in writers:
-            arrays.frame_values = writers["frame"].array("values", (models.backbone.dim,))
-            arrays.frame_valid = writers["frame"].array("valid", (), bool)
+            net, w = models.backbone, writers["frame"]
+            arrays.frame_values = w.array("values", (net.dim,))
+            arrays.frame_valid = w.array("valid", (), bool)
+            arrays.frame_outputs = {
+                h: w.array(f"out_{h}", (width,)) for h, width in output_widths(net).items()
+            }
         if "clip" in writers:
-            w = writers["clip"]
-            dim = EXPR_DIM + len(FER_CLASSES) + N_BLENDSHAPES + 3
+            w, expression = writers["clip"], models.expression
+            dim = expression.dim + len(expression.expr_names) + N_BLENDSHAPES + 3
             arrays.clip_values = w.array("values", (dim,))
             arrays.clip_valid = w.array("valid", (), bool)
             arrays.landmarker_found = w.array("landmarker_found", (), bool)
         return arrays
+
+
+def output_widths(net) -> dict[str, int]:
+    """Widths of a face network's outputs (``expr``/``au`` classes, ``va`` 2), by head."""
+    sizes = {"expr": len(net.expr_names), "au": len(net.au_names), "va": 2}
+    return {h: sizes[h] for h in net.heads}
 
 
 def _find_faces(chunk, arrays: _VisionArrays, models: VisionModels, tracker, organiser: bool):
@@ -344,36 +404,38 @@ def _find_faces(chunk, arrays: _VisionArrays, models: VisionModels, tracker, org
 
 
 def _embed_faces(chunk, arrays: _VisionArrays, models: VisionModels, landmarker) -> None:
-    """Frame and clip features of the chunk's frames that have a face."""
-    from mmaffect.faces.align import align_faces
-
+    """Frame and clip features of the chunk's frames that have a face; each network reads
+    the crop it was trained with."""
     local = np.flatnonzero(np.asarray(arrays.found[chunk.indices]))
     rows = chunk.indices[local]
     if not len(rows):
         return
-    clock, lms = models.clock, np.asarray(arrays.landmarks[rows])
+    clock = models.clock
+    boxes, lms = np.asarray(arrays.boxes[rows]), np.asarray(arrays.landmarks[rows])
     if arrays.frame_values is not None:
-        backbone = models.backbone
-        size = models.frame.crop_size or backbone.crop_size
+        net = models.backbone
         with clock("align", len(rows)):
-            crops = align_faces(chunk.images, lms, size, frame_index=local)
-        with clock(f"frame ({backbone.name})", len(rows)):
-            arrays.frame_values[rows] = backbone.embed(crops)
+            crops = net.crop.cut(chunk.images, boxes, lms, local, net.size)
+        with clock(f"frame ({net.name})", len(rows)):
+            feats, outputs = net(crops)
+        arrays.frame_values[rows] = feats
         arrays.frame_valid[rows] = True
+        for head, out in arrays.frame_outputs.items():
+            out[rows] = outputs[head]
     if arrays.clip_values is not None:
+        expression = models.expression
         with clock("align", len(rows)):
-            crops112 = align_faces(chunk.images, lms, 112, frame_index=local)
-        with clock("expression (mini-Xception)", len(rows)):
-            feats, probs = models.expression(crops112)
+            crops = expression.crop.cut(chunk.images, boxes, lms, local, expression.size)
+        with clock(f"expression ({expression.name})", len(rows)):
+            feats, outputs = expression(crops)
         with clock("blendshapes (MediaPipe)", len(rows)):
-            boxes = np.asarray(arrays.boxes[rows])
             clip = models.clip
-            crops = landmarker_crops(
+            crops = box_crops(
                 chunk.images, boxes, local, clip.landmarker_crop, clip.landmarker_margin
             )
             lm = landmarker.process(crops, chunk.times[local])
         arrays.clip_values[rows] = np.concatenate(
-            [feats, probs, lm.blendshapes, lm.head_pose], axis=1
+            [feats, outputs["expr"], lm.blendshapes, lm.head_pose], axis=1
         )
         arrays.clip_valid[rows] = True
         arrays.landmarker_found[rows] = lm.found
@@ -444,9 +506,12 @@ def run_vision(
                 on_frames(len(chunk.indices))
         result.faces_found = int(np.asarray(arrays.found).sum())
         for name in todo:
-            columns = clip_columns(BLENDSHAPE_NAMES) if name == "clip" else None
+            columns = clip_columns(models.expression) if name == "clip" else None
             extra = {"frames_seen": seen}
             if name == "faces" and per_image:  # which image each row is, and its size
                 extra["image_set"] = opened.info.listing()
+            if name == "frame" and arrays.frame_outputs:
+                net = models.backbone
+                extra.update(expr_names=list(net.expr_names), au_names=list(net.au_names))
             writers[name].commit(columns=columns, extra=extra)
         return result

@@ -4,7 +4,9 @@ Registered models (:func:`create_model`, :func:`available_models`):
 
 * ``fusion`` (default): the ABAW3 transformer-based multimodal information fusion model;
 * ``affine_transformer``: the ABAW7 affine module + Transformer encoder;
-* ``temporal_ensemble``: the ABAW2 frame / GRU / Transformer weighted-sum ensemble.
+* ``temporal_ensemble``: the ABAW2 frame / GRU / Transformer weighted-sum ensemble;
+* ``face_cnn``: a face backbone trained end to end on face crops (``batch["image"]``, uint8
+  ``(B, H, W, 3)``); see :mod:`mmaffect.models.face_cnn`.
 
 Inputs contract
 ---------------
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 from mmaffect.models.affine_transformer import AffineTransformerModel
 from mmaffect.models.common import DEFAULT_DIMS, MODALITIES, TASKS, AffectModel, middle_index
+from mmaffect.models.face_cnn import FaceCNN
 from mmaffect.models.fusion import FusionModel
 from mmaffect.models.registry import available_models, create_model, register_model
 from mmaffect.models.temporal_ensemble import TemporalEnsembleModel
@@ -45,6 +48,7 @@ __all__ = [
     "TASKS",
     "AffectModel",
     "AffineTransformerModel",
+    "FaceCNN",
     "FusionModel",
     "TemporalEnsembleModel",
     "available_models",

@@ -1,7 +1,8 @@
 """The ``baseline`` predictor: ABAW outputs from the pretrained components alone, no training.
 
-- **EXPR** from the FER2013 mini-Xception probabilities of the ``clip`` features
-  (:data:`FER_TO_EXPR`). FER2013 has no "Other", so ``p_Other`` is always 0.
+- **EXPR** from the expression probabilities of the ``clip`` features: FER2013 mini-Xception's
+  mapped by :data:`FER_TO_EXPR` (FER2013 has no "Other", so ``p_Other`` is 0), or the ABAW
+  classes of a trained face model (``extract --expression-model``).
 - **AU** from the MediaPipe blendshapes through :data:`AU_FROM_BLENDSHAPES`: an AU's score is
   the mean of its blendshapes, and its probability a logistic of that score centred at
   :data:`AU_ONSET` (per AU) with slope :data:`AU_SLOPE`.
@@ -129,7 +130,11 @@ def baseline_outputs(clip_values: np.ndarray, columns: list[str]) -> dict[str, n
     names = [str(c) for c in EXPR_8.names]
     expr = np.zeros((n, len(names)), np.float32)
     for fer, abaw in FER_TO_EXPR.items():
-        expr[:, names.index(abaw)] = x[:, col[f"p_{fer}"]]
+        # mini-Xception's columns are FER2013 names; a trained face model's are ABAW names
+        name = f"p_{abaw}" if f"p_{abaw}" in col else f"p_{fer}"
+        expr[:, names.index(abaw)] = x[:, col[name]]
+    if "p_Other" in col:
+        expr[:, names.index("Other")] = x[:, col["p_Other"]]
     total = expr.sum(axis=1, keepdims=True)
     expr = np.where(total > 0, expr / np.where(total > 0, total, 1), 0).astype(np.float32)
     coords = np.array([CIRCUMPLEX[c] for c in names], np.float32)

@@ -160,6 +160,67 @@ class BaselinePredictor:
         return baseline_outputs(np.asarray(values), _meta(folder)["columns"])
 
 
+class FaceModelPredictor:
+    """A trained face model (``face_cnn`` checkpoint) predicting every frame from its face.
+
+    The model runs as the frame branch of the extraction (``FrameConfig.model``): its outputs
+    are stored beside its features in the ``frame`` entry, and read here. Frames without a
+    face get the fill rule.
+    """
+
+    name = "checkpoint"
+    modalities: tuple[str, ...] = ("frame",)
+    uses_audio = False
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu"):
+        from mmaffect.features.face_model import FaceModel
+
+        self.checkpoint = Path(checkpoint)
+        self.model = FaceModel(self.checkpoint, device)
+        self.heads = tuple(h for h in HEADS if h in self.model.heads)
+        self.expr_names = self.model.expr_names or tuple(str(n) for n in EXPR_8.names)
+        self.au_names = self.model.au_names
+        self.task = "mtl" if len(self.heads) == 3 else self.heads[0]
+        self.dropped: tuple[str, ...] = ()
+        self.trained_modalities = self.modalities
+
+    def frame_config(self):
+        from mmaffect.features.vision import FrameConfig
+
+        return FrameConfig(model=str(self.checkpoint))
+
+    def extract_options(self, base: Any) -> Any:
+        """``base`` with this model as the frame branch."""
+        from dataclasses import replace
+
+        return replace(base, frame=self.frame_config())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "predictor": str(self.checkpoint),
+            "model": "face_cnn",
+            "backbone": self.model.net.hparams["backbone"],
+            "crop": self.model.crop.to_dict(),
+            "input_size": self.model.size,
+            "task": self.task,
+            "modalities": list(self.modalities),
+        }
+
+    def outputs(self, cache: FeatureCache, video_id: str) -> dict[str, np.ndarray]:
+        config = self.frame_config().to_dict()
+        made = [  # the frame entries this model made (one per faces configuration)
+            folder
+            for folder in cache.entries(video_id)
+            if (folder / "meta.json").is_file()
+            and _meta(folder).get("extractor") == "frame"
+            and {k: v for k, v in _meta(folder)["config"].items() if k != "faces"} == config
+        ]
+        if not made:
+            raise InputError(f"{video_id}: no frame entry of {self.checkpoint.name} in the cache")
+        folder = max(made, key=lambda f: (f / "meta.json").stat().st_mtime_ns)
+        return {h: np.load(folder / f"out_{h}.npy").astype(np.float32) for h in self.heads}
+
+
 class CheckpointPredictor:
     """A model trained with ``mmaffect train``: outputs for the window centred on every frame.
 

@@ -101,7 +101,12 @@ def _tracks(tasks: Sequence[str], heads: Sequence[str]) -> list[str]:
 
 
 def _make_predictor(opts: PredictOptions):
-    from mmaffect.predict.compute import BaselinePredictor, CheckpointPredictor
+    from mmaffect.features.face_model import is_face_model_checkpoint
+    from mmaffect.predict.compute import (
+        BaselinePredictor,
+        CheckpointPredictor,
+        FaceModelPredictor,
+    )
 
     if opts.checkpoint is None:
         if opts.modalities and set(opts.modalities) - {"clip"}:
@@ -111,6 +116,15 @@ def _make_predictor(opts: PredictOptions):
                 hint="pass --checkpoint to use other modalities",
             )
         return BaselinePredictor()
+    if not Path(opts.checkpoint).is_file():
+        raise InputError(f"{opts.checkpoint}: no such checkpoint file")
+    if is_face_model_checkpoint(opts.checkpoint):  # an image model: it reads the faces itself
+        if opts.modalities and set(opts.modalities) - {"frame"}:
+            raise InputError(
+                "a face model checkpoint predicts from the face alone",
+                hint="leave --modalities out",
+            )
+        return FaceModelPredictor(opts.checkpoint, device=opts.device)
     return CheckpointPredictor(
         opts.checkpoint, opts.modalities, device=opts.device, batch_size=max(16, opts.batch_size)
     )

@@ -1,0 +1,88 @@
+"""A trained face model (a ``face_cnn`` checkpoint of ``mmaffect train``) used on video faces.
+
+It serves as the frame branch (``extract --frame-model CKPT``: its features are ``f_img``), as
+the clip branch's expression model (``extract --expression-model CKPT``) and as a predictor
+(``predict --checkpoint CKPT``). Faces are cut with the crop the model was trained with and
+resized to its input side; the outputs average each face and its mirror image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmaffect.errors import InputError
+
+__all__ = ["FaceModel", "is_face_model_checkpoint"]
+
+
+def _hyper_parameters(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise InputError(f"{path}: not a checkpoint written by mmaffect train ({e})") from None
+    return dict(ckpt.get("hyper_parameters") or {})
+
+
+def is_face_model_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint of an image model (``face_cnn``)."""
+    return _hyper_parameters(Path(path)).get("model_name") == "face_cnn"
+
+
+class FaceModel:
+    """A ``face_cnn`` checkpoint, ready to run on uint8 face crops.
+
+    Attributes
+    ----------
+    crop, size
+        How faces are cut for it (:class:`~mmaffect.faces.crops.FaceCrop`) and the crop side.
+    dim
+        Width of its features.
+    heads, expr_names, au_names
+        Its outputs and the class / AU names of their columns.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+        import torch
+
+        from mmaffect.faces.crops import FaceCrop
+        from mmaffect.training.module import AffectModule
+
+        self.checkpoint = Path(checkpoint)
+        self.name = f"face model {self.checkpoint.name}"
+        if not self.checkpoint.is_file():
+            raise InputError(f"{self.checkpoint}: no such checkpoint file")
+        if not is_face_model_checkpoint(self.checkpoint):
+            raise InputError(
+                f"{self.checkpoint} is not a face model checkpoint (model face_cnn)",
+                hint="train one with mmaffect train --model face_cnn (docs/training.md)",
+            )
+        module = AffectModule.load_from_checkpoint(str(self.checkpoint), map_location=device)
+        self.net = module.model.eval()
+        self.device = torch.device(device)
+        hp = module.hparams
+        self.crop = FaceCrop.from_dict(self.net.hparams.get("crop"))
+        self.size = int(self.net.input_size)
+        self.dim = int(self.net.spec.dim)
+        self.heads = tuple(self.net.tasks)
+        names = hp.get("label_names") or {}
+        self.expr_names = tuple(names.get("expr", ())) if "expr" in self.heads else ()
+        self.au_names = tuple(names.get("au", ())) if "au" in self.heads else ()
+
+    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(n, size, size, 3)`` uint8 crops → features ``(n, dim)`` and outputs (``expr``
+        and ``au`` probabilities, ``va``), flip-averaged, float32."""
+        import torch
+
+        if len(crops) == 0:
+            outputs = {"expr": len(self.expr_names), "au": len(self.au_names), "va": 2}
+            return np.zeros((0, self.dim), np.float32), {
+                h: np.zeros((0, outputs[h]), np.float32) for h in self.heads
+            }
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        feats, out = self.net.embed(x, flip=True)
+        return feats.cpu().numpy(), {k: v.cpu().numpy() for k, v in out.items()}
