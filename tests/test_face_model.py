@@ -203,3 +203,27 @@ def test_face_model_as_frame_branch_expression_model_and_predictor(
     assert run["predictor"]["crop"] == {"kind": "box", "scale": 1.0}
     lines = (out / "abaw3" / "EXPR" / f"{clip.stem}.txt").read_text().splitlines()
     assert len(lines) == n + 1
+
+
+def test_export_keeps_the_model_and_drops_the_training_state(face_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmaffect.cli.app import app
+    from mmaffect.features.face_model import FaceModel
+
+    out = tmp_path / "small.ckpt"
+    res = CliRunner().invoke(app, ["models", "export", str(face_checkpoint), str(out), "--half"])
+    assert res.exit_code == 0, res.output
+    small = torch.load(out, map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in small and "optimizer_states" in torch.load(
+        face_checkpoint, map_location="cpu", weights_only=False
+    )
+    assert small["state_dict"]["model.heads.heads.expr.weight"].dtype == torch.float16
+    assert out.stat().st_size < face_checkpoint.stat().st_size / 2
+    faces = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8).numpy()
+    feats, probs = FaceModel(face_checkpoint)(faces)
+    feats_h, probs_h = FaceModel(out)(faces)
+    np.testing.assert_allclose(probs_h["expr"], probs["expr"], atol=2e-3)
+    np.testing.assert_allclose(feats_h, feats, atol=2e-2, rtol=1e-2)
+    res = CliRunner().invoke(app, ["models", "export", str(tmp_path / "nope.ckpt"), str(out)])
+    assert res.exit_code == 2

@@ -415,6 +415,27 @@ def models_fetch(
     raise typer.Exit(1 if failed else 0)
 
 
+@models_app.command("export")
+def models_export(
+    checkpoint: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="A .ckpt of mmaffect train.")
+    ],
+    out_file: Annotated[Path, typer.Argument(dir_okay=False, help="The file to write.")],
+    half: Annotated[bool, typer.Option(help="Store the weights as float16.")] = False,
+) -> None:
+    """Write a checkpoint without its training state (optimiser, scheduler), to share or ship."""
+    from mmaffect.errors import MmaffectError
+    from mmaffect.training.export import export_checkpoint
+
+    try:
+        path = export_checkpoint(checkpoint, out_file, half=half)
+    except MmaffectError as e:
+        err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
+        raise typer.Exit(2) from None
+    before, after = checkpoint.stat().st_size, path.stat().st_size
+    out.print(f"{path}: {after / 1e6:.1f} MB (from {before / 1e6:.1f} MB)", highlight=False)
+
+
 def _run() -> None:  # pragma: no cover - python -m entry
     app(prog_name="mmaffect")
     sys.exit(0)
