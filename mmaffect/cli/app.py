@@ -513,6 +513,15 @@ def train_cmd(
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="DataLoader worker processes [0].")
     ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            "--loss",
+            help="Loss per head, e.g. au=weighted_asymmetric,va=mse_ccc (expr: smoothed_ce, ce, "
+            "focal; au: circle_bce, bce, circle, asymmetric, weighted_bce, weighted_asymmetric; "
+            "va: ccc, mse_ccc); over the recipe's losses.",
+        ),
+    ] = None,
     models_dir: ModelsDir = None,
     debug: Debug = False,
 ) -> None:
@@ -522,6 +531,7 @@ def train_cmd(
 
     from mmaffect.batch import EXIT_INTERRUPTED
     from mmaffect.errors import MmaffectError
+    from mmaffect.training.module import parse_losses
     from mmaffect.training.train import TrainConfig, train
 
     overrides = {
@@ -554,6 +564,8 @@ def train_cmd(
             **base.get("model_hparams", {}),
             **{k: v for k, v in hp.items() if v is not None},
         }
+        if loss is not None:
+            base["losses"] = {**base.get("losses", {}), **parse_losses(loss)}
         result = train(TrainConfig.from_dict(base))
     except MmaffectError as e:  # a bad setting or input: checked before anything is written
         if debug:

@@ -20,7 +20,16 @@ from mmaffect import metrics
 from mmaffect.errors import InputError
 from mmaffect.models import create_model
 
-__all__ = ["TASK_CHOICES", "AffectModule", "make_optimization", "model_inputs", "task_heads"]
+__all__ = [
+    "TASK_CHOICES",
+    "AffectModule",
+    "au_loss_weights",
+    "check_losses",
+    "make_optimization",
+    "model_inputs",
+    "parse_losses",
+    "task_heads",
+]
 
 TASK_CHOICES = ("expr", "va", "au", "mtl")
 
@@ -36,10 +45,20 @@ LOSSES: dict[str, dict[str, Callable[..., Tensor]]] = {
         "bce": L_.bce_loss,
         "circle": L_.multilabel_circle_loss,
         "asymmetric": L_.asymmetric_loss,
+        # weighted by per-AU weights from the training labels (``au_weights``)
+        "weighted_bce": L_.bce_loss,
+        "weighted_asymmetric": L_.asymmetric_loss,
     },
     "va": {"ccc": L_.ccc_loss, "mse_ccc": L_.mse_ccc_loss},
 }
 DEFAULT_LOSSES = {"expr": "smoothed_ce", "au": "circle_bce", "va": "ccc"}
+#: AU losses weighted per AU from the training labels: the weights' function and the argument
+#: of the loss that takes them (the hybrid CNN-Transformer's weighted BCE, the affine-module
+#: model's weighted asymmetric loss).
+AU_WEIGHTINGS: dict[str, tuple[Callable[..., Tensor], str]] = {
+    "weighted_bce": (L_.au_pos_weight, "pos_weight"),
+    "weighted_asymmetric": (L_.au_inverse_frequency_weights, "weight"),
+}
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "sgd", "lr": 0.002, "momentum": 0.9}
 DEFAULT_SCHEDULER: dict[str, Any] = {"name": "cosine_warm_restarts", "T_0": 10, "T_mult": 1}
 
@@ -60,6 +79,51 @@ def model_inputs(batch: Mapping[str, Any], modalities: Sequence[str]) -> dict[st
         if f"mask_{m}" in batch:
             out[f"mask_{m}"] = batch[f"mask_{m}"]
     return out
+
+
+def check_losses(losses: Mapping[str, str]) -> dict[str, str]:
+    """``{head: loss name}`` checked against :data:`LOSSES` (heads expr, au, va).
+
+    Raises
+    ------
+    InputError
+        An unknown head or loss name (the message lists the valid ones).
+    """
+    out = {}
+    for head, name in losses.items():
+        head = str(head).lower()
+        if head not in LOSSES:
+            raise InputError(
+                f"unknown loss head {head!r}", hint=f"heads: {', '.join(LOSSES)} (e.g. au=bce)"
+            )
+        if name not in LOSSES[head]:
+            raise InputError(
+                f"unknown {head} loss {name!r}", hint=f"choose among {', '.join(LOSSES[head])}"
+            )
+        out[head] = str(name)
+    return out
+
+
+def parse_losses(text: str) -> dict[str, str]:
+    """``"au=asymmetric,va=mse_ccc"`` (the ``--loss`` option) → checked ``{head: loss name}``."""
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in pairs if p.count("=") != 1]
+    if bad or not pairs:
+        raise InputError(
+            f"--loss {text!r}: expected HEAD=LOSS pairs separated by commas",
+            hint="e.g. --loss au=weighted_asymmetric,va=mse_ccc",
+        )
+    return check_losses(dict(tuple(s.strip() for s in p.split("=")) for p in pairs))
+
+
+def au_loss_weights(losses: Mapping[str, str], au_labels: np.ndarray) -> list[float] | None:
+    """Per-AU weights of the chosen AU loss from the training labels ``(N, n_au)`` (-1 unknown),
+    or None when the AU loss takes none (:data:`AU_WEIGHTINGS`)."""
+    name = {**DEFAULT_LOSSES, **dict(losses)}.get("au")
+    if name not in AU_WEIGHTINGS:
+        return None
+    weights = AU_WEIGHTINGS[name][0](np.asarray(au_labels))
+    return [round(float(w), 6) for w in weights]
 
 
 def _edition_number(edition: str) -> int:
@@ -90,7 +154,12 @@ class AffectModule(L.LightningModule):
         Window length ``T`` of the training data (kept for prediction).
     losses
         Loss name per head (``expr``: smoothed_ce | ce | focal; ``au``: circle_bce | bce |
-        circle | asymmetric; ``va``: ccc | mse_ccc); defaults smoothed CE, circle + BCE, CCC.
+        circle | asymmetric | weighted_bce | weighted_asymmetric; ``va``: ccc | mse_ccc);
+        defaults smoothed CE, circle + BCE, CCC.
+    au_weights
+        Per-AU weights of a ``weighted_*`` AU loss (:func:`au_loss_weights` of the training
+        labels: ``n_neg / n_pos`` for weighted BCE, inverse positive rate with mean 1 for the
+        weighted asymmetric loss); ``train`` computes them.
     loss_weights
         ``λ`` per head for the masked sum (1.0 where not given).
     expr_confidence
@@ -120,6 +189,7 @@ class AffectModule(L.LightningModule):
         window: int = 60,
         losses: Mapping[str, str] | None = None,
         loss_weights: Mapping[str, float] | None = None,
+        au_weights: Sequence[float] | None = None,
         expr_confidence: float = 0.9,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -156,8 +226,9 @@ class AffectModule(L.LightningModule):
                 "modalities": list(self.modalities),
                 "edition": self.edition,
                 "window": int(window),
-                "losses": {**DEFAULT_LOSSES, **dict(losses or {})},
+                "losses": {**DEFAULT_LOSSES, **check_losses(losses or {})},
                 "loss_weights": dict(loss_weights or {}),
+                "au_weights": None if au_weights is None else [float(w) for w in au_weights],
                 "expr_confidence": float(expr_confidence),
                 "optimizer": {**DEFAULT_OPTIMIZER, **dict(optimizer or {})},
                 "scheduler": dict(DEFAULT_SCHEDULER if scheduler is None else scheduler),
@@ -180,14 +251,19 @@ class AffectModule(L.LightningModule):
         fns = {}
         for head in self.heads:
             name = self.hparams["losses"][head]
-            table = LOSSES[head]
-            if name not in table:
-                raise InputError(
-                    f"unknown {head} loss {name!r}", hint=f"choose among {', '.join(table)}"
-                )
-            fn = table[name]
+            fn = LOSSES[head][name]
             if head == "expr" and name == "smoothed_ce":
                 fn = partial(fn, confidence=self.hparams["expr_confidence"])
+            if head == "au" and name in AU_WEIGHTINGS:
+                weights = self.hparams["au_weights"]
+                n_au = int(self.model.hparams.get("n_au", 12))
+                if weights is None or len(weights) != n_au:
+                    raise InputError(
+                        f"the {name} AU loss needs {n_au} per-AU weights (au_weights), "
+                        f"got {'none' if weights is None else len(weights)}",
+                        hint="mmaffect train computes them from the training labels",
+                    )
+                fn = partial(fn, **{AU_WEIGHTINGS[name][1]: torch.tensor(weights)})
             fns[head] = fn
         return fns
 

@@ -498,9 +498,10 @@ def prepare(config: TrainConfig) -> _Run:
     import lightning as L
 
     from mmaffect.training.feature_settings import collect_feature_settings
-    from mmaffect.training.module import AffectModule, task_heads
+    from mmaffect.training.module import AffectModule, au_loss_weights, check_losses, task_heads
 
-    task_heads(config.task)
+    heads = task_heads(config.task)
+    check_losses(config.losses)
     check_edition(config.task, config.edition)
     out = _checked_out(config)
     accelerator = _accelerator(config.device)
@@ -518,6 +519,8 @@ def prepare(config: TrainConfig) -> _Run:
         window=config.window,
         losses=config.losses,
         loss_weights=config.loss_weights,
+        # a weighted AU loss: its per-AU weights from the training labels
+        au_weights=au_loss_weights(config.losses, train_ds.au) if "au" in heads else None,
         expr_confidence=config.expr_confidence,
         optimizer={**config.optimizer, "lr": config.lr},
         scheduler=config.scheduler,
