@@ -28,6 +28,7 @@ from mmaffect.annotations.spaces import AU_UNANNOTATED, EXPR_UNANNOTATED, VA_UNA
 
 __all__ = [
     "DEFAULT_TASK_LOSSES",
+    "affinity_loss",
     "asymmetric_loss",
     "au_inverse_frequency_weights",
     "au_pos_weight",
@@ -41,6 +42,7 @@ __all__ = [
     "mtl_loss",
     "mtl_loss_terms",
     "multilabel_circle_loss",
+    "partition_loss",
     "smooth_targets",
     "smoothed_cross_entropy",
     "soft_cross_entropy",
@@ -310,8 +312,8 @@ def focal_loss(
     gamma: float = 2.0,
     alpha: Tensor | None = None,
 ) -> Tensor:
-    """EXPR loss of the DAN model: focal loss (Lin et al., "Focal Loss for Dense Object
-    Detection", ICCV 2017).
+    """EXPR loss of DAN (``mmaffect.models.dan``): focal loss (Lin et al., "Focal Loss for
+    Dense Object Detection", ICCV 2017).
 
     ``L = mean over annotated samples of −α_y·(1 − p_y)^γ·log p_y`` with ``p = softmax(z)``
     (a plain mean, not normalised by the α of the batch; α_y = 1 without ``alpha``).
@@ -325,7 +327,8 @@ def focal_loss(
     mask
         Optional booleans ``(...)``, True = use.
     gamma
-        Focusing exponent (2 in the paper and the DAN model); 0 gives (weighted) cross-entropy.
+        Focusing exponent (2 in the focal-loss paper and for DAN); 0 gives (weighted)
+        cross-entropy.
     alpha
         Optional ``(C,)`` class weights.
     """
@@ -549,6 +552,59 @@ def asymmetric_loss(
             raise ValueError(f"weight must have shape ({z.shape[-1]},), got {tuple(w.shape)}")
         per_entry = per_entry * w
     return _masked_mean(per_entry, valid)
+
+
+# --------------------------------------------------------------------------- DAN
+
+
+def affinity_loss(
+    features: Tensor, target: Tensor, centers: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """DAN's affinity loss (Wen et al., "Distract Your Attention", 2021): features close to
+    their class centre, centres spread apart.
+
+    ``L = mean over annotated samples of ‖f_i − c_{y_i}‖² / Σ_d Var_c(c_{c,d})``: the squared
+    distance to the sample's class centre over the total variance of the centres (unbiased,
+    over the classes, summed over the feature dimensions), as the authors' code computes it.
+
+    Parameters
+    ----------
+    features
+        ``(N, D)`` pooled backbone features.
+    target
+        ``(N,)`` class indices, ``-1`` = unannotated (left out).
+    centers
+        ``(C, D)`` learned class centres.
+    mask
+        Optional booleans ``(N,)``, True = use.
+    """
+    f = _float(features)
+    c = centers.to(f.dtype)
+    t = target.to(device=f.device).long()
+    valid = _valid(mask, t != EXPR_UNANNOTATED, per_entry=False) & (t >= 0)
+    t = torch.where(valid, t, torch.zeros_like(t))
+    dist = ((f - c[t]) ** 2).sum(dim=-1)
+    return _masked_mean(dist / c.var(dim=0).sum().clamp(min=1e-12), valid)
+
+
+def partition_loss(heads: Tensor) -> Tensor:
+    """DAN's partition loss: the attention heads are pushed apart (to different face parts).
+
+    ``L = log(1 + K / σ²)`` with ``σ²`` the variance over the ``K`` heads (unbiased), averaged
+    over the samples and channels, as the authors' code computes it (the paper writes the mean
+    of ``log(1 + K / σ²_ij)`` per sample and channel, which explodes where a channel is
+    constant across heads). 0 (still in the graph) with a single head.
+
+    Parameters
+    ----------
+    heads
+        ``(N, K, C)`` the heads' attention vectors.
+    """
+    h = _float(heads)
+    k = h.shape[1]
+    if k < 2:
+        return h.sum() * 0.0
+    return torch.log1p(k / h.var(dim=1).mean().clamp(min=1e-12))
 
 
 # --------------------------------------------------------------------------- MTL

@@ -1,4 +1,5 @@
-"""A trained face model (a ``face_cnn`` checkpoint of ``mmaffect train``) used on video faces.
+"""A trained image model used on video faces: a checkpoint of ``mmaffect train`` of an image
+model (``face_cnn``, ``dan``, ``hybrid_cnn_transformer``) or an ``mmaffect ensemble`` of them.
 
 It serves as the frame branch (``extract --frame-model CKPT``: its features are ``f_img``), as
 the clip branch's expression model (``extract --expression-model CKPT``) and as a predictor
@@ -29,12 +30,14 @@ def _hyper_parameters(path: Path) -> dict[str, Any]:
 
 
 def is_face_model_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a checkpoint of an image model (``face_cnn``)."""
-    return _hyper_parameters(Path(path)).get("model_name") == "face_cnn"
+    """Whether ``path`` is a checkpoint of an image model: one that reads face crops
+    (``modalities == ["image"]``: ``face_cnn``, ``dan``, ``hybrid_cnn_transformer``, an ensemble
+    of them)."""
+    return list(_hyper_parameters(Path(path)).get("modalities") or []) == ["image"]
 
 
 class FaceModel:
-    """A ``face_cnn`` checkpoint, ready to run on uint8 face crops.
+    """An image model checkpoint, ready to run on uint8 face crops.
 
     Attributes
     ----------
@@ -58,8 +61,10 @@ class FaceModel:
             raise InputError(f"{self.checkpoint}: no such checkpoint file")
         if not is_face_model_checkpoint(self.checkpoint):
             raise InputError(
-                f"{self.checkpoint} is not a face model checkpoint (model face_cnn)",
-                hint="train one with mmaffect train --model face_cnn (docs/training.md)",
+                f"{self.checkpoint} is not a face model checkpoint (an image model, modalities "
+                "image)",
+                hint="train one with mmaffect train --model face_cnn|dan|hybrid_cnn_transformer "
+                "--modalities image (docs/training.md)",
             )
         module = AffectModule.load_from_checkpoint(str(self.checkpoint), map_location=device)
         self.net = module.model.eval()
@@ -67,7 +72,8 @@ class FaceModel:
         hp = module.hparams
         self.crop = FaceCrop.from_dict(self.net.hparams.get("crop"))
         self.size = int(self.net.input_size)
-        self.dim = int(self.net.spec.dim)
+        self.dim = int(self.net.feature_dim)
+        self.model_name = str(hp["model_name"])
         self.heads = tuple(self.net.tasks)
         names = hp.get("label_names") or {}
         self.expr_names = tuple(names.get("expr", ())) if "expr" in self.heads else ()

@@ -5,8 +5,13 @@ Registered models (:func:`create_model`, :func:`available_models`):
 * ``fusion`` (default): the ABAW3 transformer-based multimodal information fusion model;
 * ``affine_transformer``: the ABAW7 affine module + Transformer encoder;
 * ``temporal_ensemble``: the ABAW2 frame / GRU / Transformer weighted-sum ensemble;
-* ``face_cnn``: a face backbone trained end to end on face crops (``batch["image"]``, uint8
-  ``(B, H, W, 3)``); see :mod:`mmaffect.models.face_cnn`.
+* image models, trained end to end on face crops (``batch["image"]``, uint8 ``(B, H, W, 3)``),
+  all built on :class:`~mmaffect.models.face_cnn.FaceImageModel`:
+
+  * ``face_cnn``: a face backbone and task heads (:mod:`mmaffect.models.face_cnn`);
+  * ``dan``: seed 003's multi-head cross attention network (:mod:`mmaffect.models.dan`);
+  * ``hybrid_cnn_transformer``: seed 000's CNN + Transformer encoder over the CNN's feature
+    map (:mod:`mmaffect.models.hybrid`).
 
 Inputs contract
 ---------------
@@ -34,9 +39,11 @@ from __future__ import annotations
 
 from mmaffect.models.affine_transformer import AffineTransformerModel
 from mmaffect.models.common import DEFAULT_DIMS, MODALITIES, TASKS, AffectModel, middle_index
-from mmaffect.models.face_cnn import FaceCNN
+from mmaffect.models.dan import DAN
+from mmaffect.models.face_cnn import FaceCNN, FaceImageModel, image_models
 from mmaffect.models.fusion import FusionModel
-from mmaffect.models.registry import available_models, create_model, register_model
+from mmaffect.models.hybrid import HybridCNNTransformer
+from mmaffect.models.registry import available_models, create_model, model_class, register_model
 from mmaffect.models.temporal_ensemble import TemporalEnsembleModel
 
 DEFAULT_MODEL = "fusion"
@@ -47,12 +54,17 @@ __all__ = [
     "MODALITIES",
     "TASKS",
     "AffectModel",
+    "DAN",
     "AffineTransformerModel",
     "FaceCNN",
+    "FaceImageModel",
     "FusionModel",
+    "HybridCNNTransformer",
     "TemporalEnsembleModel",
     "available_models",
     "create_model",
+    "image_models",
     "middle_index",
+    "model_class",
     "register_model",
 ]

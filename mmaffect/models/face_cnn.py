@@ -12,6 +12,10 @@ frame for it (:mod:`mmaffect.faces.crops`), which ``extract`` and ``predict`` ap
 Augmentation runs on the batch, on the model's device, in training mode only (random
 horizontal flip, a small rotation/scale/shift, brightness and contrast); at inference
 :meth:`FaceCNN.embed` averages the image and its mirror image (flip averaging).
+
+All of this lives in :class:`FaceImageModel`, the base of every image model (``face_cnn``, and
+the seed models ``dan`` and ``hybrid_cnn_transformer``), which differ only in what they build
+between the backbone and the heads.
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from mmaffect.models.common import TaskHeads, normalize_tasks
 from mmaffect.models.registry import register_model
 from mmaffect.nets.registry import create, spec
 
-__all__ = ["DEFAULT_AUGMENT", "DEFAULT_CROP", "FaceAugment", "FaceCNN"]
+__all__ = [
+    "DEFAULT_AUGMENT",
+    "DEFAULT_CROP",
+    "FaceAugment",
+    "FaceCNN",
+    "FaceImageModel",
+    "image_models",
+    "probabilities",
+]
 
 #: How faces are cut from video frames by default: the detector's box, squared, no margin
 #: (tight, like the crops of FER2013, AffectNet and RAF-DB; see mmaffect.faces.crops).
@@ -84,8 +96,147 @@ class FaceAugment(nn.Module):
         return (x - mean) * contrast + mean + brightness
 
 
+class FaceImageModel(nn.Module):
+    """Base of the image models (``face_cnn``, ``dan``, ``hybrid_cnn_transformer``): a backbone
+    from :mod:`mmaffect.nets.registry` over uint8 face crops, task heads over a pooled vector.
+
+    It owns what every image model shares: the crops' preparation (grey if the backbone wants
+    grey, resized to ``input_size``, normalised), augmentation in training mode, flip-averaged
+    :meth:`embed`, ``crop`` and the common ``hparams``. A subclass builds its own layers between
+    the backbone and the heads and implements :meth:`encode` and :attr:`feature_dim`.
+    """
+
+    #: registry name, for messages
+    model_name = "face_cnn"
+
+    def _setup_image(
+        self,
+        *,
+        backbone: str,
+        input_size: int | None,
+        tasks: Sequence[str],
+        n_expr: int,
+        n_au: int,
+        dropout: float,
+        crop: Mapping[str, Any] | None,
+        augment: Mapping[str, Any] | None,
+        modalities: Sequence[str],
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The backbone, augmentation and ``hparams`` (``extra``: the subclass's own options)."""
+        if list(modalities) != ["image"]:
+            raise InputError(
+                f"{self.model_name} reads face images, not {', '.join(modalities)}",
+                hint="train it on images (--images, frame folders or video crops)",
+            )
+        self.spec = spec(backbone)
+        self.input_size = int(input_size or self.spec.default_size)
+        self.backbone = create(backbone, self.input_size)
+        self.tasks = normalize_tasks(tasks)
+        self.modalities = ("image",)
+        self.dropout = nn.Dropout(dropout)
+        aug = dict(augment or {})
+        self.augment = None if aug.pop("off", False) else FaceAugment(**aug)
+        self.hparams: dict[str, Any] = {
+            "backbone": backbone,
+            "input_size": self.input_size,
+            "tasks": list(self.tasks),
+            "n_expr": n_expr,
+            "n_au": n_au,
+            **dict(extra or {}),
+            "dropout": dropout,
+            "crop": dict(crop or DEFAULT_CROP),
+            "augment": dict(augment or {}),
+            "modalities": ["image"],
+        }
+
+    def _setup_heads(self, dim: int, head_hidden: int, dropout: float) -> None:
+        hp = self.hparams
+        self.heads = TaskHeads(dim, self.tasks, hp["n_expr"], hp["n_au"], head_hidden, dropout)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of :meth:`features` (what ``extract --frame-model`` stores as ``f_img``)."""
+        raise NotImplementedError
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """uint8 crops ``(N, H, W, 3)`` (or ``(N, 3, H, W)``) → the backbone's input: grey if it
+        wants grey, resized to ``input_size`` (antialiased when shrinking), normalised."""
+        x = images if images.shape[1] == 3 and images.ndim == 4 else images.permute(0, 3, 1, 2)
+        x = x.float() / 255.0
+        if self.spec.in_chans == 1:
+            luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            x = (x * luma).sum(1, keepdim=True)
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            size = (self.input_size, self.input_size)
+            shrink = x.shape[-1] > self.input_size
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+        x = (x - self.spec.mean) / self.spec.std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def encode(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Pooled features ``(N, feature_dim)`` of prepared inputs, and the intermediate
+        tensors :meth:`auxiliary_losses` needs (in training mode)."""
+        raise NotImplementedError
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled features of prepared inputs."""
+        return self.encode(x)[0]
+
+    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``expr``/``au`` logits and ``va`` (tanh) for ``batch["image"]`` uint8 crops; in
+        training mode also the tensors of the model's own loss terms (keys starting with ``_``)."""
+        x = self.prepare(batch["image"])
+        if self.training and self.augment is not None:
+            x = self.augment(x)
+        feats, extras = self.encode(x)
+        out = self.heads(self.dropout(feats))
+        if self.training:
+            out.update(extras)
+        return out
+
+    def auxiliary_losses(
+        self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The model's own loss terms beside the task losses (none here)."""
+        return {}
+
+    @torch.inference_mode()
+    def embed(self, images: Tensor, flip: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
+        """Features ``(N, dim)`` and outputs (``expr``/``au`` probabilities, ``va``) of uint8
+        crops, averaged over the image and its mirror image when ``flip``."""
+        x = self.prepare(images)
+        feats = self.features(x)
+        logits = self.heads(feats, va_activation=False)
+        if flip:
+            mirrored = self.features(torch.flip(x, dims=[-1]))
+            feats = (feats + mirrored) / 2
+            other = self.heads(mirrored, va_activation=False)
+            logits = {k: (v + other[k]) / 2 for k, v in logits.items()}
+        return feats.float(), probabilities(logits)
+
+
+def image_models() -> list[str]:
+    """The registered image models (those reading ``batch["image"]``), sorted."""
+    from mmaffect.models.registry import available_models, model_class
+
+    return [n for n in available_models() if issubclass(model_class(n), FaceImageModel)]
+
+
+def probabilities(logits: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Head outputs before their activation → ``expr`` softmax, ``au`` sigmoid, ``va`` tanh."""
+    out = {}
+    if "expr" in logits:
+        out["expr"] = logits["expr"].float().softmax(-1)
+    if "au" in logits:
+        out["au"] = logits["au"].float().sigmoid()
+    if "va" in logits:
+        out["va"] = torch.tanh(logits["va"].float())
+    return out
+
+
 @register_model("face_cnn")
-class FaceCNN(nn.Module):
+class FaceCNN(FaceImageModel):
     """A backbone from :mod:`mmaffect.nets.registry` and task heads over its pooled features.
 
     Parameters
@@ -106,6 +257,8 @@ class FaceCNN(nn.Module):
         Always ``["image"]``: the model reads ``batch["image"]``.
     """
 
+    model_name = "face_cnn"
+
     def __init__(
         self,
         backbone: str = "efficientnet_lite0",
@@ -120,80 +273,16 @@ class FaceCNN(nn.Module):
         modalities: Sequence[str] = ("image",),
     ) -> None:
         super().__init__()
-        if list(modalities) != ["image"]:
-            raise InputError(
-                f"face_cnn reads face images, not {', '.join(modalities)}",
-                hint="train it on images (--images, frame folders or video crops)",
-            )
-        self.spec = spec(backbone)
-        self.input_size = int(input_size or self.spec.default_size)
-        self.backbone = create(backbone, self.input_size)
-        self.tasks = normalize_tasks(tasks)
-        self.modalities = ("image",)
-        self.dropout = nn.Dropout(dropout)
-        self.heads = TaskHeads(self.spec.dim, self.tasks, n_expr, n_au, head_hidden, dropout)
-        aug = dict(augment or {})
-        self.augment = None if aug.pop("off", False) else FaceAugment(**aug)
-        self.hparams: dict[str, Any] = {
-            "backbone": backbone,
-            "input_size": self.input_size,
-            "tasks": list(self.tasks),
-            "n_expr": n_expr,
-            "n_au": n_au,
-            "head_hidden": head_hidden,
-            "dropout": dropout,
-            "crop": dict(crop or DEFAULT_CROP),
-            "augment": dict(augment or {}),
-            "modalities": ["image"],
-        }
+        self._setup_image(
+            backbone=backbone, input_size=input_size, tasks=tasks, n_expr=n_expr, n_au=n_au,
+            dropout=dropout, crop=crop, augment=augment, modalities=modalities,
+            extra={"head_hidden": head_hidden},
+        )  # fmt: skip
+        self._setup_heads(self.spec.dim, head_hidden, dropout)
 
     @property
     def feature_dim(self) -> int:
         return self.spec.dim
 
-    def prepare(self, images: Tensor) -> Tensor:
-        """uint8 crops ``(N, H, W, 3)`` (or ``(N, 3, H, W)``) → the backbone's input: grey if it
-        wants grey, resized to ``input_size`` (antialiased when shrinking), normalised."""
-        x = images if images.shape[1] == 3 and images.ndim == 4 else images.permute(0, 3, 1, 2)
-        x = x.float() / 255.0
-        if self.spec.in_chans == 1:
-            luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-            x = (x * luma).sum(1, keepdim=True)
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            size = (self.input_size, self.input_size)
-            shrink = x.shape[-1] > self.input_size
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-        x = (x - self.spec.mean) / self.spec.std
-        return x.contiguous(memory_format=torch.channels_last)
-
-    def features(self, x: Tensor) -> Tensor:
-        """Pooled backbone features of prepared inputs."""
-        return self.backbone.forward_features(x)
-
-    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``expr``/``au`` logits and ``va`` (tanh) for ``batch["image"]`` uint8 crops."""
-        x = self.prepare(batch["image"])
-        if self.training and self.augment is not None:
-            x = self.augment(x)
-        return self.heads(self.dropout(self.features(x)))
-
-    @torch.inference_mode()
-    def embed(self, images: Tensor, flip: bool = True) -> tuple[Tensor, dict[str, Tensor]]:
-        """Features ``(N, dim)`` and outputs (``expr``/``au`` probabilities, ``va``) of uint8
-        crops, averaged over the image and its mirror image when ``flip``."""
-        x = self.prepare(images)
-        feats = self.features(x)
-        logits = self.heads(feats, va_activation=False)
-        if flip:
-            mirrored = self.features(torch.flip(x, dims=[-1]))
-            feats = (feats + mirrored) / 2
-            other = self.heads(mirrored, va_activation=False)
-            logits = {k: (v + other[k]) / 2 for k, v in logits.items()}
-        out = {}
-        if "expr" in logits:
-            out["expr"] = logits["expr"].float().softmax(-1)
-        if "au" in logits:
-            out["au"] = logits["au"].float().sigmoid()
-        if "va" in logits:
-            out["va"] = torch.tanh(logits["va"].float())
-        return feats.float(), out
+    def encode(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.backbone.forward_features(x), {}

@@ -10,7 +10,7 @@ from torch import nn
 
 from mmaffect.errors import InputError
 
-__all__ = ["available_models", "create_model", "register_model"]
+__all__ = ["available_models", "create_model", "model_class", "register_model"]
 
 _MODELS: dict[str, type[nn.Module]] = {}
 
@@ -45,6 +45,17 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def model_class(name: str) -> type[nn.Module]:
+    """The class registered as ``name``; an unknown name is an :class:`InputError` listing the
+    valid ones."""
+    cls = _MODELS.get(name)
+    if cls is None:
+        raise InputError(
+            f"unknown model {name!r}", hint=f"valid names: {', '.join(available_models())}"
+        )
+    return cls
+
+
 def create_model(name: str, **hparams: Any) -> nn.Module:
     """Build the model registered as ``name``.
 
@@ -66,9 +77,4 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
     InputError
         ``name`` is not registered (the message lists the valid names).
     """
-    cls = _MODELS.get(name)
-    if cls is None:
-        raise InputError(
-            f"unknown model {name!r}", hint=f"valid names: {', '.join(available_models())}"
-        )
-    return cls(**hparams)
+    return model_class(name)(**hparams)

@@ -161,7 +161,8 @@ class BaselinePredictor:
 
 
 class FaceModelPredictor:
-    """A trained face model (``face_cnn`` checkpoint) predicting every frame from its face.
+    """A trained image model (``face_cnn``, ``dan``, ``hybrid_cnn_transformer`` or an ensemble
+    of them) predicting every frame from its face.
 
     The model runs as the frame branch of the extraction (``FrameConfig.model``): its outputs
     are stored beside its features in the ``frame`` entry, and read here. Frames without a
@@ -196,10 +197,11 @@ class FaceModelPredictor:
         return replace(base, frame=self.frame_config())
 
     def describe(self) -> dict[str, Any]:
+        hp = self.model.net.hparams
         return {
             "predictor": str(self.checkpoint),
-            "model": "face_cnn",
-            "backbone": self.model.net.hparams["backbone"],
+            "model": self.model.model_name,
+            **({"backbone": hp["backbone"]} if "backbone" in hp else {}),
             "crop": self.model.crop.to_dict(),
             "input_size": self.model.size,
             "task": self.task,

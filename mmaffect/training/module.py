@@ -168,8 +168,9 @@ class AffectModule(L.LightningModule):
         ``{"name": "sgd" | "adam" | "adamw", "lr": …, **kwargs}`` (default SGD, lr 0.002,
         momentum 0.9).
     scheduler
-        ``{"name": "cosine_warm_restarts" | "cosine" | "none", "interval": "epoch" | "step",
-        **kwargs}`` (default warm restarts, ``T_0=10``).
+        ``{"name": "cosine_warm_restarts" | "cosine" | "step" | "multistep" | "none",
+        "interval": "epoch" | "step", **kwargs}`` (default warm restarts, ``T_0=10``; ``step``:
+        ``step_size``, ``gamma``; ``multistep``: ``milestones``, ``gamma``).
     label_names
         ``{"expr": class names, "au": AU names}`` of the training labels.
     feature_configs
@@ -272,13 +273,18 @@ class AffectModule(L.LightningModule):
         return self.model(model_inputs(batch, self.modalities))
 
     def loss_terms(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any]) -> dict:
-        """Weighted per-head loss terms (sentinel targets masked), via :func:`mtl_loss_terms`."""
-        return L_.mtl_loss_terms(
+        """Weighted per-head loss terms (sentinel targets masked), via :func:`mtl_loss_terms`,
+        and the model's own terms (``model.auxiliary_losses``, e.g. DAN's) where it has some."""
+        terms = L_.mtl_loss_terms(
             {h: outputs[h] for h in self.heads},
             {h: batch[h] for h in self.heads},
             weights=self.hparams["loss_weights"] or None,
             losses=self._loss_fns,
         )
+        own = getattr(self.model, "auxiliary_losses", None)  # e.g. DAN's affinity, partition
+        if own is not None:
+            terms.update(own(outputs, {h: batch[h] for h in self.heads}))
+        return terms
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         terms = self.loss_terms(self(batch), batch)
@@ -388,10 +394,13 @@ def make_optimization(
     schedulers = {
         "cosine_warm_restarts": torch.optim.lr_scheduler.CosineAnnealingWarmRestarts,
         "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+        "step": torch.optim.lr_scheduler.StepLR,  # step_size, gamma
+        "multistep": torch.optim.lr_scheduler.MultiStepLR,  # milestones, gamma
     }
     if sch_name not in (*schedulers, "none", ""):
         raise InputError(
-            f"unknown scheduler {sch_name!r}", hint="cosine_warm_restarts, cosine or none"
+            f"unknown scheduler {sch_name!r}",
+            hint="cosine_warm_restarts, cosine, step, multistep or none",
         )
     if sch_name == "cosine":
         sch_cfg.setdefault("T_max", max(1, max_epochs))

@@ -23,6 +23,7 @@ __all__ = [
     "build_datasets",
     "check_edition",
     "image_datasets",
+    "image_model",
     "label_splits",
     "prepare",
     "train",
@@ -74,7 +75,8 @@ class TrainConfig:
     feature_configs
         ``{modality: config hash}`` choosing cache entries.
     images, val_images
-        Image-level training (``model: face_cnn``): class folders ``<class>/<image>`` of the
+        Image-level training (an image model: ``face_cnn``, ``dan``,
+        ``hybrid_cnn_transformer``): class folders ``<class>/<image>`` of the
         training and validation images (FER2013, AffectNet, RAF-DB layout).
     frames
         Image-level training on Aff-Wild2 ``cropped_aligned/<video>/00001.jpg`` frame folders,
@@ -261,15 +263,9 @@ def image_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     folders (``frames``) or videos through their faces entries (``cache``), the last two
     labelled by ``annotations``."""
     from mmaffect.annotations import EXPR_8
-    from mmaffect.models.face_cnn import FaceCNN
     from mmaffect.training.crops import ImageDataset, class_folder_crops
 
-    if config.model != "face_cnn" or config.modalities != ["image"]:
-        raise InputError(
-            "image-level training trains an image model",
-            hint="pass --model face_cnn --modalities image (pipelines/face_expr_fer2013.yaml)",
-        )
-    size = FaceCNN(**{**config.model_hparams, "modalities": ["image"]}).input_size
+    size = image_model(config).input_size
     root = Path(config.crop_cache or Path(config.out or ".") / "crops")
     if not (config.images or config.val_images):
         return _labelled_image_datasets(config, root, size)
@@ -283,6 +279,21 @@ def image_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     train_ds = ImageDataset(class_folder_crops(config.images, root, size))
     val_ds = ImageDataset(class_folder_crops(config.val_images, root, size))
     return train_ds, val_ds, {"expr": _label_names(EXPR_8)}
+
+
+def image_model(config: TrainConfig) -> Any:
+    """A fresh image model of ``config`` (``face_cnn``, ``dan``, ``hybrid_cnn_transformer``);
+    an :class:`InputError` when the model is not one."""
+    from mmaffect.models import create_model, image_models
+
+    names = image_models()
+    if config.model not in names or config.modalities != ["image"]:
+        raise InputError(
+            "image-level training trains an image model",
+            hint=f"pass --model {'|'.join(names)} --modalities image "
+            "(pipelines/face_expr_fer2013.yaml)",
+        )
+    return create_model(config.model, **{**config.model_hparams, "modalities": ["image"]})
 
 
 def _labelled_image_datasets(
