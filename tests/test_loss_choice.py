@@ -3,6 +3,8 @@
 Runs on the small feature cache of ``test_training.py`` (its ``data`` fixture).
 """
 
+# ruff: noqa: F811 - pytest fixtures imported from other test modules are parameters here
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,13 +27,13 @@ def _cli(args: list):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def _train_au_labels(data) -> np.ndarray:  # noqa: F811
+def _train_au_labels(data) -> np.ndarray:
     """The AU labels of the training split, read from the label files."""
     train = read_split_folders(data["root"] / "AU", track="AU")["train"]
     return np.concatenate([lab.values[lab.mask.all(1)] for lab in train.values()])
 
 
-def _cli_args(data, tmp_path, task: str, *extra) -> list:  # noqa: F811
+def _cli_args(data, tmp_path, task: str, *extra) -> list:
     recipe = tmp_path / "tiny.yaml"
     config(data, tmp_path / "ignored", task).to_yaml(recipe)
     return [
@@ -40,7 +42,7 @@ def _cli_args(data, tmp_path, task: str, *extra) -> list:  # noqa: F811
     ]  # fmt: skip
 
 
-def test_losses_from_the_command_line_reach_the_module(data, tmp_path):  # noqa: F811
+def test_losses_from_the_command_line_reach_the_module(data, tmp_path):
     res = _cli(_cli_args(data, tmp_path, "mtl", "--loss", "expr=focal, va=mse_ccc"))
     assert res.exit_code == 0, res.output
     module = AffectModule.load_from_checkpoint(tmp_path / "run" / "last.ckpt", map_location="cpu")
@@ -49,7 +51,7 @@ def test_losses_from_the_command_line_reach_the_module(data, tmp_path):  # noqa:
     assert module.hparams["au_weights"] is None  # circle + BCE takes no weights
 
 
-def test_weighted_bce_gets_its_weights_from_the_training_labels(data, tmp_path):  # noqa: F811
+def test_weighted_bce_gets_its_weights_from_the_training_labels(data, tmp_path):
     res = _cli(_cli_args(data, tmp_path, "au", "--loss", "au=weighted_bce"))
     assert res.exit_code == 0, res.output
     module = AffectModule.load_from_checkpoint(tmp_path / "run" / "last.ckpt", map_location="cpu")
@@ -65,7 +67,7 @@ def test_weighted_bce_gets_its_weights_from_the_training_labels(data, tmp_path):
     assert not torch.allclose(got, L_.bce_loss(logits, target))
 
 
-def test_weighted_asymmetric_loss_from_a_recipe(data, tmp_path):  # noqa: F811
+def test_weighted_asymmetric_loss_from_a_recipe(data, tmp_path):
     run = prepare(config(data, tmp_path / "run", "au", losses={"au": "weighted_asymmetric"}))
     labels = _train_au_labels(data)
     rate = (labels == 1).sum(0) / len(labels)
@@ -85,7 +87,7 @@ def test_weighted_asymmetric_loss_from_a_recipe(data, tmp_path):  # noqa: F811
         ("au", "expected HEAD=LOSS pairs"),
     ],
 )
-def test_bad_losses_are_refused_before_writing(data, tmp_path, loss, message):  # noqa: F811
+def test_bad_losses_are_refused_before_writing(data, tmp_path, loss, message):
     res = _cli(_cli_args(data, tmp_path, "au", "--loss", loss))
     assert res.exit_code == 2 and message in res.output, res.output
     assert not (tmp_path / "run").exists()

@@ -7,6 +7,8 @@ and Transformer widths, a few faces per class): what is tested is that each mode
 resumes and serves every consumer of an image model, not what it learns.
 """
 
+# ruff: noqa: F811 - pytest fixtures imported from other test modules are parameters here
+
 from __future__ import annotations
 
 import csv
@@ -123,7 +125,7 @@ def test_seed_image_model_trains_on_faces_resumes_and_predicts(
     assert width == create_model(name, **hp["model_hparams"]).feature_dim
 
 
-def test_dan_trains_on_video_crops(corpus, models_dir, tmp_path):  # noqa: F811
+def test_dan_trains_on_video_crops(corpus, models_dir, tmp_path):
     run = tmp_path / "run"
     res = _cli([
         "train", "--config", _recipe(tmp_path / "recipe.yaml", "dan"), "--annotations",
@@ -137,7 +139,7 @@ def test_dan_trains_on_video_crops(corpus, models_dir, tmp_path):  # noqa: F811
     assert hp["model_hparams"]["crop"] == {"kind": "box", "scale": 1.0}
 
 
-def test_hybrid_trains_au_on_frame_folders_with_weighted_bce(corpus, models_dir, tmp_path):  # noqa: F811
+def test_hybrid_trains_au_on_frame_folders_with_weighted_bce(corpus, models_dir, tmp_path):
     rng = np.random.default_rng(3)
     for vid in TRAIN + VAL:  # made-up AU labels (plumbing: see test_image_training)
         split = "Train_Set" if vid in TRAIN else "Validation_Set"

@@ -583,6 +583,63 @@ def train_cmd(
     out.print(f"last checkpoint: {result.last_checkpoint}", highlight=False, soft_wrap=True)
 
 
+@app.command("ensemble")
+def ensemble_cmd(
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="Two or more .ckpt of mmaffect train."),
+    ],
+    out_file: Annotated[Path, typer.Option("--out", dir_okay=False, help="The .ckpt to write.")],
+    val_images: Annotated[
+        Path | None,
+        typer.Option("--val-images", file_okay=False, help="Validation class folders."),
+    ] = None,
+    annotations: Annotated[
+        Path | None,
+        typer.Option("--annotations", help="ABAW labels (their Validation_Set / MTL split)."),
+    ] = None,
+    frames: Annotated[
+        Path | None, typer.Option("--frames", help="Aff-Wild2 cropped_aligned frame folders.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Feature cache (window members; image members: faces)."),
+    ] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", help="Where the videos are.")] = None,
+    crop_cache: Annotated[
+        Path | None, typer.Option(help="Where face crops are cached [beside --out].")
+    ] = None,
+    weighting: Annotated[
+        str,
+        typer.Option(help="fit (weights chosen on the validation split) or equal (soft voting)."),
+    ] = "fit",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    debug: Debug = False,
+) -> None:
+    """Combine trained checkpoints into one: a weighted sum of their outputs, the weights chosen
+    on the validation split (or equal); predict and extract use the result like any checkpoint."""
+    from rich.markup import escape
+
+    from mmaffect.devices import resolve_device
+    from mmaffect.errors import MmaffectError
+    from mmaffect.training.ensemble import ValidationData, build_ensemble
+
+    validation = ValidationData(val_images, annotations, frames, cache, videos, crop_cache)
+    try:
+        result = build_ensemble(
+            checkpoints, out_file, validation=validation, weighting=weighting,
+            device=resolve_device(device), batch_size=batch_size,
+            report=lambda line: out.print(escape(line), highlight=False, soft_wrap=True),
+        )  # fmt: skip
+    except MmaffectError as e:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {escape(e.one_line())}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    out.print(f"ensemble of {len(checkpoints)}: {result.out}", highlight=False, soft_wrap=True)
+
+
 # Commands defined in their own modules (each adds itself to ``app``).
 from mmaffect.cli import plot as _plot_cmds  # noqa: E402
 from mmaffect.cli import predict as _predict_cmds  # noqa: E402

@@ -5,6 +5,9 @@ Registered models (:func:`create_model`, :func:`available_models`):
 * ``fusion`` (default): the ABAW3 transformer-based multimodal information fusion model;
 * ``affine_transformer``: the ABAW7 affine module + Transformer encoder;
 * ``temporal_ensemble``: the ABAW2 frame / GRU / Transformer weighted-sum ensemble;
+* ``ensemble``: trained checkpoints combined by a weighted sum of their outputs (image models,
+  or models over cached features), written by ``mmaffect ensemble``
+  (:mod:`mmaffect.models.ensemble`);
 * image models, trained end to end on face crops (``batch["image"]``, uint8 ``(B, H, W, 3)``),
   all built on :class:`~mmaffect.models.face_cnn.FaceImageModel`:
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 from mmaffect.models.affine_transformer import AffineTransformerModel
 from mmaffect.models.common import DEFAULT_DIMS, MODALITIES, TASKS, AffectModel, middle_index
 from mmaffect.models.dan import DAN
+from mmaffect.models.ensemble import EnsembleModel
 from mmaffect.models.face_cnn import FaceCNN, FaceImageModel, image_models
 from mmaffect.models.fusion import FusionModel
 from mmaffect.models.hybrid import HybridCNNTransformer
@@ -56,6 +60,7 @@ __all__ = [
     "AffectModel",
     "DAN",
     "AffineTransformerModel",
+    "EnsembleModel",
     "FaceCNN",
     "FaceImageModel",
     "FusionModel",
