@@ -1,8 +1,12 @@
 """``temporal_ensemble``: the ABAW2 spatial-temporal ensemble over per-frame features.
 
-Three heads share one per-frame embedding (standing in for the per-frame CNN): a frame-only
-MLP on the middle frame, a 2-layer GRU and a Transformer encoder with sinusoidal positions.
-Their task outputs are combined by a weighted sum. See ``docs/models_architectures.md``.
+Up to three members share one per-frame embedding (over the per-frame features of the CNN, e.g.
+a face model's as the frame branch, ``extract --frame-model``): a frame-only MLP on the middle
+frame, a 2-layer GRU and a Transformer encoder with sinusoidal positions. Their task outputs
+are combined by a weighted sum. ``members`` chooses which are built: one member alone is how
+the paper trains them (each on its own, the GRU many-to-many), to be combined afterwards by
+``mmaffect ensemble`` with weights fitted on the validation split. See
+``docs/models_architectures.md``.
 """
 
 from __future__ import annotations
@@ -52,10 +56,13 @@ class TemporalEnsembleModel(AffectModel):
     dropout
         Dropout in the embedding, encoder and heads.
     ensemble_weights
-        Initial (or fixed) weight of the frame, GRU and Transformer members.
+        Initial (or fixed) weight of each member (one per member).
     learn_weights
         True: the weights are learned, as ``softmax(logits)`` initialised from
         ``ensemble_weights``; False: fixed, normalised to sum 1.
+    members
+        Which members are built, among ``frame``, ``gru``, ``transformer`` (default all three,
+        in that order); one alone is a member trained on its own.
 
     Notes
     -----
@@ -79,15 +86,24 @@ class TemporalEnsembleModel(AffectModel):
         num_layers: int = 2,
         head_hidden: int = 256,
         dropout: float = 0.1,
-        ensemble_weights: Sequence[float] = (1.0, 1.0, 1.0),
+        ensemble_weights: Sequence[float] | None = None,
         learn_weights: bool = True,
+        members: Sequence[str] = MEMBERS,
     ):
         super().__init__()
-        weights = [float(w) for w in ensemble_weights]
-        if len(weights) != 3 or min(weights) <= 0:
+        unknown = [m for m in members if m not in MEMBERS]
+        self.members = tuple(m for m in MEMBERS if m in members)
+        if unknown or not self.members:
             raise InputError(
-                f"ensemble_weights must be 3 positive numbers, got {list(ensemble_weights)}",
-                hint="weights of the frame, GRU and Transformer members",
+                f"unknown or no temporal_ensemble members {list(members)}",
+                hint=f"choose among {', '.join(MEMBERS)}",
+            )
+        n = len(self.members)
+        weights = [float(w) for w in (ensemble_weights or [1.0] * n)]
+        if len(weights) != n or min(weights) <= 0:
+            raise InputError(
+                f"ensemble_weights must be {n} positive numbers, got {weights}",
+                hint=f"one weight per member ({', '.join(self.members)})",
             )
         self._setup(
             dict(
@@ -101,6 +117,7 @@ class TemporalEnsembleModel(AffectModel):
                 dropout=dropout,
                 ensemble_weights=weights,
                 learn_weights=learn_weights,
+                members=list(self.members),
             ),
             modalities,
             tasks,
@@ -113,20 +130,25 @@ class TemporalEnsembleModel(AffectModel):
         self.fuse = nn.Sequential(
             nn.Linear(d_model * len(self.modalities), d_model), nn.ReLU(), nn.Dropout(dropout)
         )
-        self.gru = nn.GRU(
-            d_model,
-            d_model,
-            num_layers=gru_layers,
-            batch_first=True,
-            dropout=dropout if gru_layers > 1 else 0.0,
-        )
-        self.pos = SinusoidalPositionalEncoding(d_model)
-        layer = nn.TransformerEncoderLayer(
-            d_model, num_heads, dim_feedforward=4 * d_model, dropout=dropout, batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        if "gru" in self.members:
+            self.gru = nn.GRU(
+                d_model,
+                d_model,
+                num_layers=gru_layers,
+                batch_first=True,
+                dropout=dropout if gru_layers > 1 else 0.0,
+            )
+        if "transformer" in self.members:
+            self.pos = SinusoidalPositionalEncoding(d_model)
+            layer = nn.TransformerEncoderLayer(
+                d_model, num_heads, dim_feedforward=4 * d_model, dropout=dropout, batch_first=True
+            )
+            self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.member_heads = nn.ModuleDict(
-            {k: TaskHeads(d_model, self.tasks, n_expr, n_au, head_hidden, dropout) for k in MEMBERS}
+            {
+                k: TaskHeads(d_model, self.tasks, n_expr, n_au, head_hidden, dropout)
+                for k in self.members
+            }
         )
         log_w = torch.log(torch.tensor(weights) / sum(weights))
         if learn_weights:
@@ -135,7 +157,7 @@ class TemporalEnsembleModel(AffectModel):
             self.register_buffer("weight_logits", log_w)
 
     def ensemble_weights(self) -> Tensor:
-        """Current weights of the frame, GRU and Transformer members ``(3,)``, summing to 1."""
+        """Current weights of the members (``members`` order), summing to 1."""
         return torch.softmax(self.weight_logits, dim=0)
 
     def embed_frames(self, batch: Mapping[str, Tensor]) -> Tensor:
@@ -164,17 +186,18 @@ class TemporalEnsembleModel(AffectModel):
         Returns
         -------
         dict
-            ``{"frame" | "gru" | "transformer": {task: tensor}}``.
+            ``{member: {task: tensor}}`` for each of ``members``.
         """
         h = self.embed_frames(batch)
         mid = middle_index(h.shape[1])
-        seqs = {
-            "frame": h,
-            "gru": self.gru(h)[0],
-            "transformer": self.encoder(self.pos(h)),
-        }
+        seqs = {"frame": h}
+        if "gru" in self.members:
+            seqs["gru"] = self.gru(h)[0]
+        if "transformer" in self.members:
+            seqs["transformer"] = self.encoder(self.pos(h))
         out = {}
-        for k, s in seqs.items():
+        for k in self.members:
+            s = seqs[k]
             out[k] = self.member_heads[k](s if many_to_many else s[:, mid], va_activation=False)
         return out
 
@@ -198,7 +221,7 @@ class TemporalEnsembleModel(AffectModel):
         w = self.ensemble_weights()
         out = {}
         for task in self.tasks:
-            out[task] = sum(w[i] * members[k][task] for i, k in enumerate(MEMBERS))
+            out[task] = sum(w[i] * members[k][task] for i, k in enumerate(self.members))
         if "va" in out:
             out["va"] = torch.tanh(out["va"])
         return out

@@ -160,6 +160,10 @@ class AffectModule(L.LightningModule):
         Per-AU weights of a ``weighted_*`` AU loss (:func:`au_loss_weights` of the training
         labels: ``n_neg / n_pos`` for weighted BCE, inverse positive rate with mean 1 for the
         weighted asymmetric loss); ``train`` computes them.
+    many_to_many
+        Train on every frame of each window (``model(..., many_to_many=True)`` against the
+        dataset's ``<head>_seq`` targets, :mod:`mmaffect.training.many_to_many`): seed 004's
+        GRU. Validation and prediction stay on the middle frame.
     loss_weights
         ``λ`` per head for the masked sum (1.0 where not given).
     expr_confidence
@@ -191,6 +195,7 @@ class AffectModule(L.LightningModule):
         losses: Mapping[str, str] | None = None,
         loss_weights: Mapping[str, float] | None = None,
         au_weights: Sequence[float] | None = None,
+        many_to_many: bool = False,
         expr_confidence: float = 0.9,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -230,6 +235,7 @@ class AffectModule(L.LightningModule):
                 "losses": {**DEFAULT_LOSSES, **check_losses(losses or {})},
                 "loss_weights": dict(loss_weights or {}),
                 "au_weights": None if au_weights is None else [float(w) for w in au_weights],
+                "many_to_many": bool(many_to_many),
                 "expr_confidence": float(expr_confidence),
                 "optimizer": {**DEFAULT_OPTIMIZER, **dict(optimizer or {})},
                 "scheduler": dict(DEFAULT_SCHEDULER if scheduler is None else scheduler),
@@ -287,7 +293,11 @@ class AffectModule(L.LightningModule):
         return terms
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        terms = self.loss_terms(self(batch), batch)
+        if self.hparams.get("many_to_many"):  # every frame of the window, (B, T, C)
+            outputs = self.model(model_inputs(batch, self.modalities), many_to_many=True)
+            terms = self.loss_terms(outputs, {h: batch[f"{h}_seq"] for h in self.heads})
+        else:
+            terms = self.loss_terms(self(batch), batch)
         loss = torch.stack(list(terms.values())).sum()
         bs = len(batch["expr"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)

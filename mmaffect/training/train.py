@@ -72,6 +72,10 @@ class TrainConfig:
         previous run's checkpoints there are replaced).
     optimizer, scheduler, losses, loss_weights, expr_confidence
         Passed to :class:`~mmaffect.training.module.AffectModule`.
+    many_to_many
+        Train on the targets of every frame of each window (a model whose ``forward`` takes
+        ``many_to_many``: ``temporal_ensemble``; seed 004's GRU); validation stays on the
+        middle frame.
     feature_configs
         ``{modality: config hash}`` choosing cache entries.
     images, val_images
@@ -119,6 +123,7 @@ class TrainConfig:
     )
     losses: dict[str, str] = field(default_factory=dict)
     loss_weights: dict[str, float] = field(default_factory=dict)
+    many_to_many: bool = False
     expr_confidence: float = 0.9
     feature_configs: dict[str, str] = field(default_factory=dict)
     images: str | None = None
@@ -232,7 +237,10 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     common = dict(
         modalities=config.modalities, window=config.window, configs=config.feature_configs or None
     )
-    train_ds = WindowDataset(config.cache, splits["train"], stride=config.stride, **common)
+    train_cls = WindowDataset
+    if config.many_to_many:  # the targets of every frame of each window
+        from mmaffect.training.many_to_many import FrameTargetWindows as train_cls
+    train_ds = train_cls(config.cache, splits["train"], stride=config.stride, **common)
     val_ds = WindowDataset(config.cache, splits["validation"], **common)
     return train_ds, val_ds, names
 
@@ -498,6 +506,23 @@ def _check_dims(module: Any, dataset: Any) -> None:
             )
 
 
+def _check_many_to_many(config: TrainConfig) -> None:
+    """Many-to-many training needs windows and a model that predicts every frame of them."""
+    import inspect
+
+    from mmaffect.models import model_class
+
+    if not config.many_to_many:
+        return
+    takes = "many_to_many" in inspect.signature(model_class(config.model).forward).parameters
+    if config.image_level or not takes:
+        raise InputError(
+            f"many_to_many training needs a model over feature windows that predicts every "
+            f"frame; {config.model} does not",
+            hint="use model temporal_ensemble (e.g. members: [gru]), or many_to_many: false",
+        )
+
+
 def prepare(config: TrainConfig) -> _Run:
     """Check every setting of ``config`` and build the datasets and the module; writes nothing.
 
@@ -513,6 +538,7 @@ def prepare(config: TrainConfig) -> _Run:
 
     heads = task_heads(config.task)
     check_losses(config.losses)
+    _check_many_to_many(config)
     check_edition(config.task, config.edition)
     out = _checked_out(config)
     accelerator = _accelerator(config.device)
@@ -532,6 +558,7 @@ def prepare(config: TrainConfig) -> _Run:
         loss_weights=config.loss_weights,
         # a weighted AU loss: its per-AU weights from the training labels
         au_weights=au_loss_weights(config.losses, train_ds.au) if "au" in heads else None,
+        many_to_many=config.many_to_many,
         expr_confidence=config.expr_confidence,
         optimizer={**config.optimizer, "lr": config.lr},
         scheduler=config.scheduler,
