@@ -513,6 +513,14 @@ def train_cmd(
     workers: Annotated[
         int | None, typer.Option("--workers", min=0, help="DataLoader worker processes [0].")
     ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            "--features",
+            help="Named feature sets as the inputs, e.g. face_cnn,imagenet,blendshapes "
+            "(model affine_transformer; docs/training.md).",
+        ),
+    ] = None,
     loss: Annotated[
         str | None,
         typer.Option(
@@ -555,6 +563,7 @@ def train_cmd(
         "frames": frames,
         "videos": videos,
         "num_workers": workers,
+        "features": features,
     }
     try:
         base = TrainConfig.from_yaml(config).to_dict() if config else {}

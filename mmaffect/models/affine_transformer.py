@@ -1,8 +1,9 @@
-"""``affine_transformer``: the ABAW7 affine module + Transformer encoder model.
+"""``affine_transformer``: the ABAW7 affine module + Transformer encoder model (seed 001).
 
-Each modality's per-frame features go through an affine map to a common width, get sinusoidal
-positions and a learned modality embedding; all modalities' tokens are concatenated along time
-and encoded jointly. See ``docs/models_architectures.md``.
+Each input's per-frame features (a modality, or a named feature set: several visual feature
+sets may come from one branch) go through an affine map to a common width, get sinusoidal
+positions and a learned input embedding; all inputs' tokens are concatenated along time and
+encoded jointly. See ``docs/models_architectures.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class AffineTransformerModel(AffectModel):
     Parameters
     ----------
     modalities
-        Any non-empty subset of ``frame, clip, speech, word``.
+        Any non-empty subset of ``frame, clip, speech, word``, or feature set names
+        (:data:`mmaffect.training.feature_sets.FEATURE_SETS`, e.g. ``face_cnn, imagenet,
+        blendshapes``: seed 001's several visual feature sets), each with its width in ``dims``.
     tasks
         Any non-empty subset of ``expr, au, va``.
     dims
@@ -87,6 +90,8 @@ class AffineTransformerModel(AffectModel):
             modalities,
             tasks,
             dims,
+            # several feature sets of one branch (seed 001): any names, widths in dims
+            named_inputs=any(m not in MODALITIES for m in modalities),
         )
         self.affine = nn.ModuleDict(
             {

@@ -146,10 +146,25 @@ class AffectModel(nn.Module):
         modalities: Iterable[str],
         tasks: Iterable[str],
         dims: Mapping[str, int] | None,
+        named_inputs: bool = False,
     ) -> None:
-        self.modalities = normalize_modalities(modalities)
+        """``named_inputs``: the inputs may be any names (e.g. feature sets, ``imagenet``,
+        ``face_cnn``, ``blendshapes``) in the given order, each with its width in ``dims``
+        (the modalities' default widths otherwise)."""
         self.tasks = normalize_tasks(tasks)
-        self.dims = normalize_dims(dims)
+        if named_inputs:
+            self.modalities = tuple(dict.fromkeys(str(m) for m in modalities))
+            given = {**DEFAULT_DIMS, **{k: int(v) for k, v in (dims or {}).items()}}
+            missing = [m for m in self.modalities if m not in given]
+            if missing or not self.modalities:
+                raise InputError(
+                    f"no width for the inputs {', '.join(missing) or '(none given)'}",
+                    hint="give dims: {name: width} for each",
+                )
+            self.dims = {m: given[m] for m in self.modalities}
+        else:
+            self.modalities = normalize_modalities(modalities)
+            self.dims = normalize_dims(dims)
         hp = dict(hparams)
         hp["modalities"] = list(self.modalities)
         hp["tasks"] = list(self.tasks)

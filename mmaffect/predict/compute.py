@@ -297,6 +297,11 @@ class CheckpointPredictor:
         self.device = device
         self.batch_size = int(batch_size)
         self.uses_audio = any(m in ("speech", "word") for m in self.modalities)
+        # a checkpoint over named feature sets (seed 001): they are its modalities
+        self.features = tuple(hp.get("features") or ())
+        if self.features and self.dropped:
+            raise InputError(f"{self.checkpoint.name} reads all its feature sets", hint=(
+                "leave --modalities out"))  # fmt: skip
 
     def extract_options(self, base: Any) -> Any:
         """``base`` with the extractor settings the checkpoint was trained on (faces and the
@@ -310,6 +315,10 @@ class CheckpointPredictor:
         from mmaffect.training.feature_settings import extract_options_from_checkpoint
 
         used = {"faces", *self.modalities}
+        if self.features:  # the branches holding the feature sets
+            from mmaffect.training.feature_sets import FEATURE_SETS
+
+            used = {"faces", *(FEATURE_SETS[f].extractor for f in self.features)}
         settings = {m: s for m, s in self.feature_settings.items() if m in used}
         return extract_options_from_checkpoint(settings, base)
 
@@ -337,9 +346,16 @@ class CheckpointPredictor:
 
         configs = {m: h for m, h in self.feature_configs.items() if m in self.modalities}
         try:
-            ds = WindowDataset(
-                cache, [video_id], self.modalities, window=self.window, configs=configs or None
-            )
+            if self.features:
+                from mmaffect.training.feature_sets import FeatureSetWindows
+
+                ds = FeatureSetWindows(
+                    cache, [video_id], self.features, window=self.window, configs=configs
+                )
+            else:
+                ds = WindowDataset(
+                    cache, [video_id], self.modalities, window=self.window, configs=configs or None
+                )
         except InputError as e:
             settings = self.module.hparams.get("feature_settings") or {}
             trained = "; ".join(

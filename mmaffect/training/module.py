@@ -164,6 +164,9 @@ class AffectModule(L.LightningModule):
         Train on every frame of each window (``model(..., many_to_many=True)`` against the
         dataset's ``<head>_seq`` targets, :mod:`mmaffect.training.many_to_many`): seed 004's
         GRU. Validation and prediction stay on the middle frame.
+    features
+        The named feature sets the inputs are (``modalities`` then holds the same names;
+        :mod:`mmaffect.training.feature_sets`), or None for the modalities.
     loss_weights
         ``λ`` per head for the masked sum (1.0 where not given).
     expr_confidence
@@ -196,6 +199,7 @@ class AffectModule(L.LightningModule):
         loss_weights: Mapping[str, float] | None = None,
         au_weights: Sequence[float] | None = None,
         many_to_many: bool = False,
+        features: Sequence[str] | None = None,
         expr_confidence: float = 0.9,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -236,6 +240,7 @@ class AffectModule(L.LightningModule):
                 "loss_weights": dict(loss_weights or {}),
                 "au_weights": None if au_weights is None else [float(w) for w in au_weights],
                 "many_to_many": bool(many_to_many),
+                "features": list(features) if features else None,
                 "expr_confidence": float(expr_confidence),
                 "optimizer": {**DEFAULT_OPTIMIZER, **dict(optimizer or {})},
                 "scheduler": dict(DEFAULT_SCHEDULER if scheduler is None else scheduler),

@@ -72,6 +72,12 @@ class TrainConfig:
         previous run's checkpoints there are replaced).
     optimizer, scheduler, losses, loss_weights, expr_confidence
         Passed to :class:`~mmaffect.training.module.AffectModule`.
+    features
+        Named feature sets as the inputs instead of ``modalities`` (``face_cnn``,
+        ``imagenet``, ``blendshapes``, …: :data:`~mmaffect.training.feature_sets.FEATURE_SETS`;
+        seed 001's several visual feature sets; model ``affine_transformer``). The entry
+        behind each is found in the cache (``feature_configs: {set: hash}`` chooses one where
+        several hold it); the model's widths come from the data.
     many_to_many
         Train on the targets of every frame of each window (a model whose ``forward`` takes
         ``many_to_many``: ``temporal_ensemble``; seed 004's GRU); validation stays on the
@@ -124,6 +130,7 @@ class TrainConfig:
     losses: dict[str, str] = field(default_factory=dict)
     loss_weights: dict[str, float] = field(default_factory=dict)
     many_to_many: bool = False
+    features: list[str] = field(default_factory=list)
     expr_confidence: float = 0.9
     feature_configs: dict[str, str] = field(default_factory=dict)
     images: str | None = None
@@ -156,6 +163,9 @@ class TrainConfig:
         if isinstance(self.modalities, str):
             self.modalities = [m for m in self.modalities.replace(",", " ").split() if m]
         self.modalities = [str(m) for m in self.modalities]
+        if isinstance(self.features, str):
+            self.features = [f for f in self.features.replace(",", " ").split() if f]
+        self.features = [str(f) for f in self.features or []]
         self.task = str(self.task).lower()
         self.edition = str(self.edition).lower()
 
@@ -240,9 +250,21 @@ def build_datasets(config: TrainConfig) -> tuple[Any, Any, dict[str, list[str]]]
     train_cls = WindowDataset
     if config.many_to_many:  # the targets of every frame of each window
         from mmaffect.training.many_to_many import FrameTargetWindows as train_cls
+    if config.features:  # named feature sets, several from one branch
+        return (*_feature_set_datasets(config, splits, train_cls), names)
     train_ds = train_cls(config.cache, splits["train"], stride=config.stride, **common)
     val_ds = WindowDataset(config.cache, splits["validation"], **common)
     return train_ds, val_ds, names
+
+
+def _feature_set_datasets(config: TrainConfig, splits: dict[str, Any], train_cls: type) -> tuple:
+    from mmaffect.training.feature_sets import FeatureSetWindows
+
+    common = dict(sets=config.features, window=config.window, configs=config.feature_configs)
+    train_ds = FeatureSetWindows(
+        config.cache, splits["train"], stride=config.stride, dataset_class=train_cls, **common
+    )
+    return train_ds, FeatureSetWindows(config.cache, splits["validation"], **common)
 
 
 def label_splits(config: TrainConfig) -> tuple[dict[str, Any], dict[str, list[str]]]:
@@ -506,6 +528,21 @@ def _check_dims(module: Any, dataset: Any) -> None:
             )
 
 
+def _check_features(config: TrainConfig) -> None:
+    """Named feature sets feed the affine-module model (any inputs, each its own width)."""
+    if not config.features:
+        return
+    from mmaffect.training.feature_sets import check_feature_sets
+
+    check_feature_sets(config.features)
+    if config.model != "affine_transformer" or config.image_level:
+        raise InputError(
+            f"feature sets ({', '.join(config.features)}) are inputs of the affine_transformer "
+            f"model, not of {config.model}",
+            hint="--model affine_transformer (pipelines/affine_transformer_mtl.yaml)",
+        )
+
+
 def _check_many_to_many(config: TrainConfig) -> None:
     """Many-to-many training needs windows and a model that predicts every frame of them."""
     import inspect
@@ -539,6 +576,7 @@ def prepare(config: TrainConfig) -> _Run:
     heads = task_heads(config.task)
     check_losses(config.losses)
     _check_many_to_many(config)
+    _check_features(config)
     check_edition(config.task, config.edition)
     out = _checked_out(config)
     accelerator = _accelerator(config.device)
@@ -547,11 +585,16 @@ def prepare(config: TrainConfig) -> _Run:
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise InputError("the train or validation split has no labelled frame with features")
     hashes, settings = collect_feature_settings([train_ds, val_ds])
+    model_hparams = dict(config.model_hparams)
+    if config.features:  # each set's width from the data, each set's entry by its hash
+        model_hparams["dims"] = train_ds.widths()
+        hashes = {**hashes, **train_ds.hashes}
     module = AffectModule(
         model_name=config.model,
-        model_hparams=config.model_hparams,
+        model_hparams=model_hparams,
         task=config.task,
-        modalities=config.modalities,
+        modalities=config.features or config.modalities,
+        features=config.features or None,
         edition=config.edition,
         window=config.window,
         losses=config.losses,
