@@ -177,3 +177,19 @@ def test_seed_recipes_build_their_model_losses_and_schedule(recipe):
     for head in module.heads:
         fn, named = module._loss_fns[head], LOSSES[head][cfg.losses[head]]
         assert fn is named or fn.func is getattr(named, "func", named)
+
+
+def test_dan_affinity_and_partition_losses_follow_their_formulas():
+    from mmaffect.losses import affinity_loss, partition_loss
+
+    torch.manual_seed(0)
+    feats, centers = torch.randn(5, 4), torch.randn(3, 4)
+    target = torch.tensor([0, 2, -1, 1, 2])  # one sample without an expression label
+    keep = target >= 0
+    expected = ((feats[keep] - centers[target[keep]]) ** 2).sum(1).mean() / centers.var(0).sum()
+    torch.testing.assert_close(affinity_loss(feats, target, centers), expected)
+    heads = torch.randn(6, 3, 8)
+    expected = torch.log(1 + 3 / heads.var(dim=1).mean())
+    torch.testing.assert_close(partition_loss(heads), expected)
+    apart = partition_loss(heads * 10)  # heads further apart: a smaller loss
+    assert apart < partition_loss(heads) and partition_loss(heads[:, :1]) == 0

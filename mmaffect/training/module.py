@@ -139,7 +139,9 @@ class AffectModule(L.LightningModule):
     Parameters
     ----------
     model_name
-        Registry name (``fusion``, ``affine_transformer``, ``temporal_ensemble``).
+        Registry name (``fusion``, ``affine_transformer``, ``temporal_ensemble``; image models
+        ``face_cnn``, ``dan``, ``hybrid_cnn_transformer``; ``ensemble``, written by
+        ``mmaffect ensemble``).
     model_hparams
         Constructor arguments of the model; ``modalities`` and ``tasks`` are set from the
         arguments below. After construction they are replaced by the model's full ``hparams``
