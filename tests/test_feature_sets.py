@@ -136,3 +136,63 @@ def test_affine_transformer_trains_on_feature_sets_and_predicts(corpus, tmp_path
     np.testing.assert_allclose(out["expr"].sum(1), 1.0, atol=1e-5)
     with pytest.raises(InputError, match="feature sets \\(imagenet\\) are inputs of the"):
         train(TrainConfig(**{**config.to_dict(), "model": "fusion", "features": ["imagenet"]}))
+
+
+@pytest.mark.slow
+def test_feature_sets_of_real_clips_train_and_predict_through_the_cli(
+    tmp_path, shared_data, models_dir
+):
+    """Real RAVDESS clips, both frame entries extracted (the ImageNet backbone, then a face
+    model trained here on real FER2013 faces), trained on face_cnn + imagenet + blendshapes and
+    predicted by ``predict --checkpoint`` from the same cache."""
+    import yaml
+    from conftest import run_ffmpeg
+    from test_face_model import _fer_subset
+    from typer.testing import CliRunner
+
+    from mmaffect.annotations import ravdess_label
+    from mmaffect.cli.app import app
+    from mmaffect.predict import load_prediction
+
+    def cli(*args):
+        res = CliRunner().invoke(app, [str(a) for a in args])
+        assert res.exit_code == 0, res.output
+        return res
+
+    ravdess = shared_data / "video" / "ravdess_av_actor05"
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    vids = {"01-01-03-01-01-02-05": "Train_Set", "01-01-04-01-01-01-05": "Validation_Set"}
+    for vid, split in vids.items():
+        run_ffmpeg("-ss", "1.2", "-t", "0.5", "-i", str(ravdess / f"{vid}.mp4"), "-an", "-vf",
+                   "scale=480:-2", str(clips / f"{vid}.mp4"))  # fmt: skip
+        expr = np.full(15, ravdess_label(f"{vid}.mp4"))
+        write_video_labels(tmp_path / "EXPR" / split / f"{vid}.txt",
+                           VideoLabels.from_values(vid, EXPR_8, expr))  # fmt: skip
+    _fer_subset(shared_data, tmp_path / "fer" / "train", "train", 2)
+    _fer_subset(shared_data, tmp_path / "fer" / "val", "publictest", 1)
+    face = {"model": "face_cnn", "modalities": ["image"], "task": "expr", "epochs": 1,
+            "model_hparams": {"backbone": "mini_xception", "input_size": 48}}  # fmt: skip
+    (tmp_path / "face.yaml").write_text(yaml.safe_dump(face))
+    cli("train", "--config", tmp_path / "face.yaml", "--images", tmp_path / "fer" / "train",
+        "--val-images", tmp_path / "fer" / "val", "--out", tmp_path / "face",
+        "--models-dir", models_dir)  # fmt: skip
+    cache, common = tmp_path / "cache", ["--no-progress", "--models-dir", models_dir]
+    cli("extract", clips, "--cache", cache, "--modalities", "frame,clip", *common)
+    cli("extract", clips, "--cache", cache, "--modalities", "frame", "--frame-model",
+        tmp_path / "face" / "last.ckpt", *common)  # fmt: skip
+    recipe = {"model": "affine_transformer", "task": "expr", "window": 5, "epochs": 1,
+              "batch_size": 8, "model_hparams": {"d_model": 16, "num_heads": 2}}  # fmt: skip
+    (tmp_path / "seed001.yaml").write_text(yaml.safe_dump(recipe))
+    cli("train", "--config", tmp_path / "seed001.yaml", "--annotations", tmp_path / "EXPR",
+        "--cache", cache, "--features", "face_cnn,imagenet,blendshapes", "--out",
+        tmp_path / "run")  # fmt: skip
+    hp = torch.load(tmp_path / "run" / "last.ckpt", map_location="cpu", weights_only=False)[
+        "hyper_parameters"]  # fmt: skip
+    assert hp["model_hparams"]["dims"] == {"face_cnn": 128, "imagenet": 1280, "blendshapes": 52}
+    ckpt = tmp_path / "run" / "last.ckpt"
+    cli("predict", clips / "01-01-04-01-01-01-05.mp4", "--checkpoint", ckpt, "--out",
+        tmp_path / "pred", "--cache", cache, "--no-words", *common)  # fmt: skip
+    pred = load_prediction(tmp_path / "pred" / "predictions" / "01-01-04-01-01-01-05.npz")
+    assert len(pred) == 15 and pred.expr_probs.shape == (15, 8)
+    np.testing.assert_allclose(pred.expr_probs.sum(1), 1.0, atol=1e-5)
