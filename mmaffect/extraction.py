@@ -107,6 +107,7 @@ class ExtractReport:
     videos: dict[str, VideoSummary]
     stages: dict[str, dict[str, float]]
     seconds: float
+    workers: int = 1  # processes whose stage times are summed in ``stages`` (Ray backend)
 
     @property
     def exit_code(self) -> int:
@@ -210,16 +211,20 @@ class _Pending:
 class _ExtractRun:
     """One ``extract`` over a batch: the vision side of each video in a watched thread, the
     audio sides in a pool of watched threads beside it, and ``on_video`` called (in the
-    caller's thread, in input order) as soon as each video is finished or has failed."""
+    caller's thread, in input order) as soon as each video is finished or has failed.
+    ``loaded``: an earlier run with the same options whose models (and clock) this one reuses
+    (a Ray worker runs one video at a time, loading its models once)."""
 
-    def __init__(self, store, options: ExtractOptions, sources, console, debug, on_video):
+    def __init__(
+        self, store, options: ExtractOptions, sources, console, debug, on_video, loaded=None
+    ):
         self.store, self.options, self.sources = store, options, list(sources)
         self.console, self.debug, self.on_video = console, debug, on_video
         self.wanted = set(options.modalities)
-        self.clock = StageClock()
-        self.models = self._vision_models()
-        self.audio_side = None
-        if self.wanted & AUDIO:
+        self.clock = loaded.clock if loaded else StageClock()
+        self.models = loaded.models if loaded else self._vision_models()
+        self.audio_side = loaded.audio_side if loaded else None
+        if self.audio_side is None and self.wanted & AUDIO:
             from mmaffect.features.audio_side import AudioSide
 
             self.audio_side = AudioSide(store, options, self.clock)
@@ -429,6 +434,7 @@ def extract(
     progress: bool = True,
     debug: bool = False,
     on_video: Callable[[MediaSource, str | None], None] | None = None,
+    backend: Any = None,
     **overrides: Any,
 ) -> ExtractReport:
     """Extract the features of ``inputs`` into the feature cache ``cache``.
@@ -446,6 +452,9 @@ def extract(
         Called as ``on_video(source, error)`` in this thread as soon as a video's features
         are all finished (``error`` is ``None``) or it failed (``error`` is the reason), in
         input order; ``predict`` writes each video's outputs from it.
+    backend
+        :class:`mmaffect.backends.Backend`: where the videos run (default: this process;
+        ``Backend("ray", …)``: a Ray cluster, ``docs/scale.md``).
 
     Returns
     -------
@@ -462,12 +471,12 @@ def extract(
     console = console or Console(stderr=True)
     if sources is None:
         sources = discover(inputs or [], audio_dirs=audio_dirs, fps=fps)
-    started = time.perf_counter()
-    run = _ExtractRun(FeatureCache(cache), options, sources, console, debug, on_video)
-    with _Progress(console, progress, len(run.sources), run.audio_side is not None) as bars:
-        run.bars = bars
-        run.run()
-    report = run.report(started)
+    from mmaffect.backends import Backend, run_extract
+
+    report = run_extract(
+        backend or Backend(), store=FeatureCache(cache), options=options, sources=sources,
+        console=console, progress=progress, debug=debug, on_video=on_video,
+    )  # fmt: skip
     print_extract_summary(report, console)
     return report
 
@@ -483,7 +492,8 @@ def print_extract_summary(report: ExtractReport, console: Console) -> None:
         highlight=False,
     )
     if report.stages:
-        table = Table(title="time per stage", title_justify="left")
+        summed = f" (summed over {report.workers} workers)" if report.workers > 1 else ""
+        table = Table(title="time per stage" + summed, title_justify="left")
         for col in ("stage", "seconds", "items", "items/s"):
             table.add_column(col, justify="left" if col == "stage" else "right")
         for stage, v in sorted(report.stages.items(), key=lambda kv: -kv[1]["seconds"]):

@@ -95,6 +95,38 @@ ModelsDir = Annotated[
         help="Folder holding pretrained weight files (env MMAFFECT_MODELS).",
     ),
 ]
+# Where the videos run (mmaffect.backends, docs/scale.md); extract and predict.
+BackendName = Annotated[
+    str,
+    typer.Option(
+        "--backend", help="local (this process) or ray (a Ray cluster; pip install mmaffect[ray])."
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: RAY_ADDRESS, else a "
+        "local Ray instance for the run).",
+    ),
+]
+RayWorkers = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-workers", min=1, help="Ray workers (default: as many as the cluster holds)."
+    ),
+]
+WorkerCpus = Annotated[float, typer.Option("--worker-cpus", help="CPUs per Ray worker.")]
+WorkerGpus = Annotated[
+    float, typer.Option("--worker-gpus", help="GPU fraction per Ray worker with --device cuda.")
+]
+
+
+def _backend(name: str, address, workers, cpus: float, gpus: float):
+    """The :class:`mmaffect.backends.Backend` of the options, checked (InputError)."""
+    from mmaffect.backends import Backend
+
+    return Backend(name, address=address, workers=workers, cpus=cpus, gpus=gpus).check()
 
 
 def _discover(inputs, audio_dirs, fps):
@@ -291,6 +323,11 @@ def extract(
     models_dir: ModelsDir = None,
     force: Annotated[bool, typer.Option(help="Recompute entries already cached.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    backend: BackendName = "local",
+    address: RayAddress = None,
+    ray_workers: RayWorkers = None,
+    worker_cpus: WorkerCpus = 1.0,
+    worker_gpus: WorkerGpus = 0.25,
     audio_dir: AudioDirs = None,
     fps: Fps = None,
     debug: Debug = False,
@@ -299,7 +336,6 @@ def extract(
     from dataclasses import replace
 
     from mmaffect.atomic import writable_dir
-    from mmaffect.devices import resolve_device
     from mmaffect.errors import MmaffectError
     from mmaffect.extraction import ExtractOptions, parse_modalities
     from mmaffect.faces.tracking import TrackerConfig
@@ -309,11 +345,13 @@ def extract(
         err.print(f"[red]error:[/] --subject must be main, left or right, not {subject!r}")
         raise typer.Exit(2)
     try:
+        from mmaffect.backends import extract_device
         from mmaffect.features.words import WordConfig
 
+        where = _backend(backend, address, ray_workers, worker_cpus, worker_gpus)
         options = ExtractOptions(
             modalities=parse_modalities(modalities),
-            device=resolve_device(device),
+            device=extract_device(device, where),
             batch_size=batch_size,
             workers=workers,
             models_dir=models_dir,
@@ -339,9 +377,12 @@ def extract(
             console=err,
             progress=progress,
             debug=debug,
+            backend=where,
         )
     except MmaffectError as e:
-        err.print(f"[red]error:[/] {e.one_line()}", highlight=False)
+        from rich.markup import escape  # a message may hold brackets: mmaffect[ray]
+
+        err.print(f"[red]error:[/] {escape(e.one_line())}", highlight=False)
         raise typer.Exit(2) from None
     raise typer.Exit(report.exit_code)
 

@@ -8,7 +8,20 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add the ``predict`` command to ``app``."""
-    from mmaffect.cli.app import AudioDirs, Debug, Fps, Inputs, ModelsDir, StallTimeout, err
+    from mmaffect.cli.app import (
+        AudioDirs,
+        BackendName,
+        Debug,
+        Fps,
+        Inputs,
+        ModelsDir,
+        RayAddress,
+        RayWorkers,
+        StallTimeout,
+        WorkerCpus,
+        WorkerGpus,
+        err,
+    )
     from mmaffect.watchdog import DEFAULT_STALL_SECONDS
 
     @app.command("predict")
@@ -98,13 +111,18 @@ def register(app: typer.Typer) -> None:
         subject: Annotated[str, typer.Option(help="main, left or right.")] = "main",
         force: Annotated[bool, typer.Option(help="Recompute predictions already written.")] = False,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+        backend: BackendName = "local",
+        address: RayAddress = None,
+        ray_workers: RayWorkers = None,
+        worker_cpus: WorkerCpus = 1.0,
+        worker_gpus: WorkerGpus = 0.25,
         models_dir: ModelsDir = None,
         audio_dir: AudioDirs = None,
         fps: Fps = None,
         debug: Debug = False,
     ) -> None:
         """Predict EXPR, VA and AUs for every frame; write challenge files, a table, plots."""
-        from mmaffect.cli.app import _discover
+        from mmaffect.cli.app import _backend, _discover
         from mmaffect.errors import MmaffectError
         from mmaffect.extraction import ExtractOptions, parse_modalities
         from mmaffect.faces.tracking import TrackerConfig
@@ -132,6 +150,7 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 batch_size=batch_size,
                 cache=cache,
+                backend=_backend(backend, address, ray_workers, worker_cpus, worker_gpus),
                 extract=ExtractOptions(
                     models_dir=models_dir,
                     face=FaceConfig(max_side=detect_size, tracker=TrackerConfig(subject=subject)),
@@ -150,7 +169,9 @@ def register(app: typer.Typer) -> None:
         except (MmaffectError, ValueError) as e:
             if debug:
                 raise
+            from rich.markup import escape  # a message may hold brackets: mmaffect[ray]
+
             msg = e.one_line() if isinstance(e, MmaffectError) else str(e)
-            err.print(f"[red]error:[/] {msg}", highlight=False)
+            err.print(f"[red]error:[/] {escape(msg)}", highlight=False)
             raise typer.Exit(2) from None
         raise typer.Exit(report.exit_code)

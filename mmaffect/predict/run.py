@@ -61,6 +61,9 @@ class PredictOptions:
     batch_size: int = 16
     cache: Path | None = None
     extract: Any = None  # ExtractOptions for the feature extraction (models dir, face config…)
+    # mmaffect.backends.Backend: where the extraction runs (default local). With Ray, ``device``
+    # is the workers'; the model step runs here on this machine's CUDA device or its CPU.
+    backend: Any = None
 
 
 @dataclass
@@ -174,7 +177,7 @@ def _checked(opts: PredictOptions) -> PredictOptions:
     """The options with the device resolved; every value checked before any work starts."""
     from dataclasses import replace
 
-    from mmaffect.devices import resolve_device
+    from mmaffect.backends import as_backend, driver_device
     from mmaffect.predict.compute import FILL_RULES
     from mmaffect.submission import TableWriter
 
@@ -186,7 +189,8 @@ def _checked(opts: PredictOptions) -> PredictOptions:
         if value not in allowed:
             raise InputError(f"unknown --{option} {value!r}", hint=f"choose {', '.join(allowed)}")
     TableWriter(opts.table_format)  # an unknown format, or parquet without pyarrow, is an error
-    return replace(opts, device=resolve_device(opts.device))
+    backend = as_backend(opts.backend)
+    return replace(opts, device=driver_device(opts.device, backend), backend=backend)
 
 
 def predict(
@@ -216,7 +220,10 @@ def predict(
     InputError
         A bad option, checkpoint or output folder, found before any work starts.
     """
+    from dataclasses import replace
+
     from mmaffect.atomic import writable_dir
+    from mmaffect.backends import extract_device
     from mmaffect.extraction import extract as run_extract
     from mmaffect.media import discover
 
@@ -235,10 +242,14 @@ def predict(
     run = _PredictRun(opts, predictor, tracks, plan, out, console, debug)
     run.note_image_sets(sources)
     ext = run.extract_options()  # the checkpoint's extractor settings (an error comes now)
+    if opts.backend.name != "local":  # the workers' device, resolved against the cluster
+        ext = replace(
+            ext, device=extract_device((options or PredictOptions()).device, opts.backend)
+        )
     run.announce(len(sources))
     extraction = run_extract(
         sources=sources, cache=run.cache.root, options=ext, console=console,
-        progress=progress, debug=debug, on_video=run.video_done,
+        progress=progress, debug=debug, on_video=run.video_done, backend=opts.backend,
     )  # fmt: skip
     run.report.extract_seconds = extraction.seconds
     run.finish(interrupted=extraction.batch.interrupted, started=started)
