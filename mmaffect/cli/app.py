@@ -99,7 +99,8 @@ ModelsDir = Annotated[
 BackendName = Annotated[
     str,
     typer.Option(
-        "--backend", help="local (this process) or ray (a Ray cluster; pip install mmaffect[ray])."
+        "--backend",
+        help="local (this process) or ray (a Ray cluster: the ray extra, docs/scale.md).",
     ),
 ]
 RayAddress = Annotated[
