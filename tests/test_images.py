@@ -222,7 +222,8 @@ def test_cache_holds_one_entry_per_set_and_no_challenge_files(predicted):
     assert sorted(p.name for p in cache.iterdir()) == ["fer", "photos"]
     for name in ("fer", "photos"):
         entries = sorted(p.name.split("-")[0] for p in (cache / name).iterdir())
-        assert entries == ["clip", "faces"]  # one folder per extractor, none per image
+        # one folder per extractor (the baseline's face model is the frame branch), none per image
+        assert entries == ["clip", "faces", "frame"]
     (faces,) = (cache / "photos").glob("faces-*")
     meta = json.loads((faces / "meta.json").read_text())
     assert meta["timing"]["n_frames"] == 6 and meta["image_set"]["files"] == READABLE

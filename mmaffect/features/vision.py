@@ -48,9 +48,23 @@ class FaceConfig:
         return asdict(self)
 
 
+def _store_face_model(name: str | None) -> str | None:
+    """The registered sha256 when ``name`` is a face model of the model store, else None."""
+    from mmaffect.store.registry import MODELS
+
+    spec = MODELS.get(str(name))
+    face_model = spec is not None and spec.filename.endswith((".ckpt", ".pt"))
+    return spec.sha256 if face_model else None
+
+
 def _checkpoint_sha256(path: str | None, recorded: str | None) -> str | None:
-    """sha256 of a face-model checkpoint file (None for a model-store name)."""
-    if path is None or not str(path).endswith(".ckpt"):
+    """sha256 of a face model: a checkpoint file's, or a store model's registered one (None
+    for a store model that is no face model, e.g. mini-Xception)."""
+    if path is None:
+        return None
+    if _store_face_model(path) is not None:
+        return _store_face_model(path)
+    if not str(path).endswith(".ckpt"):
         return None
     if recorded is not None:  # rebuilt from recorded settings: checked when the model loads
         return recorded
@@ -200,11 +214,16 @@ class VisionModels:
             return FaceLandmarker(self._resolve(self.clip.landmarker), running_mode=running_mode)
 
 
-def _face_model(path: str, sha256: str | None, device: str):
-    """A face model checkpoint, refused when the file is not the one the settings recorded."""
+def _face_model(path: str, sha256: str | None, device: str, models_dir=None):
+    """A face model (a checkpoint file, or a store name), refused when the file is not the
+    one the settings recorded."""
     from mmaffect.features.face_model import FaceModel
     from mmaffect.store.lookup import file_sha256
 
+    if _store_face_model(path) is not None:
+        from mmaffect.store import resolve
+
+        return FaceModel(resolve(path, models_dir), device)  # sha256-checked by the store
     if not Path(path).is_file():
         raise InputError(f"{path}: no such face model checkpoint")
     if sha256 is not None and file_sha256(Path(path)) != sha256:

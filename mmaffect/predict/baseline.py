@@ -1,8 +1,10 @@
 """The ``baseline`` predictor: ABAW outputs from the pretrained components alone, no training.
 
-- **EXPR** from the expression probabilities of the ``clip`` features: FER2013 mini-Xception's
-  mapped by :data:`FER_TO_EXPR` (FER2013 has no "Other", so ``p_Other`` is 0), or the ABAW
-  classes of a trained face model (``extract --expression-model``).
+- **EXPR** from the face model this project trained on FER2013 and ships
+  (``fer2013_face_expression``, run as the frame branch on the detector's box; FER2013 has no
+  "Other", so it is ~0). :func:`baseline_outputs` without it maps the ``clip`` entry's
+  probabilities: FER2013 mini-Xception's by :data:`FER_TO_EXPR`, or the ABAW classes of a
+  trained face model (``extract --expression-model``).
 - **AU** from the MediaPipe blendshapes through :data:`AU_FROM_BLENDSHAPES`: an AU's score is
   the mean of its blendshapes, and its probability a logistic of that score centred at
   :data:`AU_ONSET` (per AU) with slope :data:`AU_SLOPE`.
@@ -108,7 +110,9 @@ def _column_index(columns: list[str]) -> dict[str, int]:
     return {c: i for i, c in enumerate(columns)}
 
 
-def baseline_outputs(clip_values: np.ndarray, columns: list[str]) -> dict[str, np.ndarray]:
+def baseline_outputs(
+    clip_values: np.ndarray, columns: list[str], expr: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """EXPR probabilities, VA and AU probabilities from rows of the ``clip`` entry.
 
     Parameters
@@ -117,6 +121,10 @@ def baseline_outputs(clip_values: np.ndarray, columns: list[str]) -> dict[str, n
         ``(n, 190)`` rows of the clip entry (zeros where no face).
     columns
         The entry's column names (``p_angry`` …, ``bs_<name>`` …).
+    expr
+        ``(n, 8)`` ABAW expression probabilities of a face model (the shipped
+        :data:`~mmaffect.store.registry.FACE_EXPRESSION_MODEL`); without them, the clip
+        entry's expression probabilities.
 
     Returns
     -------
@@ -128,13 +136,8 @@ def baseline_outputs(clip_values: np.ndarray, columns: list[str]) -> dict[str, n
     x = np.asarray(clip_values, dtype=np.float32)
     n = x.shape[0]
     names = [str(c) for c in EXPR_8.names]
-    expr = np.zeros((n, len(names)), np.float32)
-    for fer, abaw in FER_TO_EXPR.items():
-        # mini-Xception's columns are FER2013 names; a trained face model's are ABAW names
-        name = f"p_{abaw}" if f"p_{abaw}" in col else f"p_{fer}"
-        expr[:, names.index(abaw)] = x[:, col[name]]
-    if "p_Other" in col:
-        expr[:, names.index("Other")] = x[:, col["p_Other"]]
+    if expr is None:
+        expr = _clip_expression(x, col, names)
     total = expr.sum(axis=1, keepdims=True)
     expr = np.where(total > 0, expr / np.where(total > 0, total, 1), 0).astype(np.float32)
     coords = np.array([CIRCUMPLEX[c] for c in names], np.float32)
@@ -147,10 +150,23 @@ def baseline_outputs(clip_values: np.ndarray, columns: list[str]) -> dict[str, n
     return {"expr": expr, "va": np.clip(va, -1, 1), "au": au}
 
 
+def _clip_expression(x: np.ndarray, col: dict[str, int], names: list[str]) -> np.ndarray:
+    """The clip entry's expression probabilities over the ABAW classes."""
+    expr = np.zeros((x.shape[0], len(names)), np.float32)
+    for fer, abaw in FER_TO_EXPR.items():
+        # mini-Xception's columns are FER2013 names; a trained face model's are ABAW names
+        name = f"p_{abaw}" if f"p_{abaw}" in col else f"p_{fer}"
+        expr[:, names.index(abaw)] = x[:, col[name]]
+    if "p_Other" in col:
+        expr[:, names.index("Other")] = x[:, col["p_Other"]]
+    return expr
+
+
 def describe() -> Mapping[str, object]:
     """The baseline's mappings, for the sidecar metadata of its outputs."""
     return {
-        "expr": "FER2013 mini-Xception probabilities mapped to ABAW classes (no Other)",
+        "expr": "fer2013_face_expression: EfficientNet-Lite0 trained by mmaffect on FER2013 "
+        "(the frame branch's outputs; FER2013 has no Other)",
         "va": "expectation of Russell & Mehrabian (1977) circumplex coordinates",
         "au": "MediaPipe blendshapes, logistic around per-AU onsets",
         "fer_to_expr": FER_TO_EXPR,

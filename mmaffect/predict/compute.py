@@ -134,11 +134,31 @@ def read_words(cache: FeatureCache, video_id: str, n: int) -> list[str]:
 # ------------------------------------------------------------------------------------ predictors
 
 
+def face_model_outputs(
+    cache: FeatureCache, video_id: str, frame_config: Any, heads: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The outputs a face model stored in the ``frame`` entry it made (``FrameConfig.model``);
+    of the entries it made (one per faces configuration), the newest."""
+    config = frame_config.to_dict()
+    made = [
+        folder
+        for folder in cache.entries(video_id)
+        if (folder / "meta.json").is_file()
+        and _meta(folder).get("extractor") == "frame"
+        and {k: v for k, v in _meta(folder)["config"].items() if k != "faces"} == config
+    ]
+    if not made:
+        raise InputError(f"{video_id}: no frame entry of the face model {frame_config.model}")
+    folder = max(made, key=lambda f: (f / "meta.json").stat().st_mtime_ns)
+    return {h: np.load(folder / f"out_{h}.npy").astype(np.float32) for h in heads}
+
+
 class BaselinePredictor:
-    """EXPR, VA and AU outputs from the ``clip`` entry (FER2013 probabilities, blendshapes)."""
+    """EXPR from the shipped face model (``frame`` entry), AU from the blendshapes and VA from
+    the expressions (``clip`` entry); see :mod:`mmaffect.predict.baseline`."""
 
     name = "baseline"
-    modalities: tuple[str, ...] = ("clip",)
+    modalities: tuple[str, ...] = ("frame", "clip")
     heads = HEADS
     uses_audio = False
     expr_names = tuple(str(n) for n in EXPR_8.names)
@@ -149,15 +169,24 @@ class BaselinePredictor:
 
         return {"predictor": "baseline", **describe()}
 
+    @staticmethod
+    def frame_config():
+        from mmaffect.features.vision import FrameConfig
+        from mmaffect.store.registry import FACE_EXPRESSION_MODEL
+
+        return FrameConfig(model=FACE_EXPRESSION_MODEL)
+
     def extract_options(self, base: Any) -> Any:
-        """The extraction options for this predictor: ``base`` (the pretrained components'
-        defaults)."""
-        return base
+        """``base`` with the shipped face model as the frame branch."""
+        from dataclasses import replace
+
+        return replace(base, frame=self.frame_config())
 
     def outputs(self, cache: FeatureCache, video_id: str) -> dict[str, np.ndarray]:
         folder = _entry(cache, video_id, "clip")
         values = np.load(folder / "values.npy", mmap_mode="r")
-        return baseline_outputs(np.asarray(values), _meta(folder)["columns"])
+        expr = face_model_outputs(cache, video_id, self.frame_config(), ["expr"])["expr"]
+        return baseline_outputs(np.asarray(values), _meta(folder)["columns"], expr=expr)
 
 
 class FaceModelPredictor:
@@ -209,18 +238,7 @@ class FaceModelPredictor:
         }
 
     def outputs(self, cache: FeatureCache, video_id: str) -> dict[str, np.ndarray]:
-        config = self.frame_config().to_dict()
-        made = [  # the frame entries this model made (one per faces configuration)
-            folder
-            for folder in cache.entries(video_id)
-            if (folder / "meta.json").is_file()
-            and _meta(folder).get("extractor") == "frame"
-            and {k: v for k, v in _meta(folder)["config"].items() if k != "faces"} == config
-        ]
-        if not made:
-            raise InputError(f"{video_id}: no frame entry of {self.checkpoint.name} in the cache")
-        folder = max(made, key=lambda f: (f / "meta.json").stat().st_mtime_ns)
-        return {h: np.load(folder / f"out_{h}.npy").astype(np.float32) for h in self.heads}
+        return face_model_outputs(cache, video_id, self.frame_config(), self.heads)
 
 
 class CheckpointPredictor:

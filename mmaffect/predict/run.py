@@ -112,10 +112,10 @@ def _make_predictor(opts: PredictOptions):
     )
 
     if opts.checkpoint is None:
-        if opts.modalities and set(opts.modalities) - {"clip"}:
+        if opts.modalities and set(opts.modalities) - {"frame", "clip"}:
             raise InputError(
-                "the baseline predictor uses the clip branch only (FER2013 probabilities and "
-                "MediaPipe blendshapes)",
+                "the baseline predictor uses the frame and clip branches only (the FER2013 "
+                "face model's expressions and MediaPipe blendshapes)",
                 hint="pass --checkpoint to use other modalities",
             )
         return BaselinePredictor()
@@ -319,9 +319,9 @@ class _PredictRun:
         )
         if predictor.name == "baseline":
             console.print(
-                "[yellow]baseline predictor[/]: pretrained components only (FER2013 "
-                "expressions, MediaPipe blendshapes), not trained on Aff-Wild2; challenge-grade "
-                "results need a trained checkpoint (--checkpoint).",
+                "[yellow]baseline predictor[/]: components that need no ABAW labels (a FER2013 "
+                "expression model, MediaPipe blendshapes), not trained on Aff-Wild2; "
+                "challenge-grade results need a trained checkpoint (--checkpoint).",
                 highlight=False,
             )
         for warning in self.report.warnings:

