@@ -22,6 +22,7 @@ video's length (26 minutes of video: about 75 minutes); with ``--detect-size 320
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -63,6 +64,10 @@ def main() -> None:
             seconds = v.frames / float(v.fps)
             r = child(speed, [video, "--phase", "pipeline", "--cache", tmp / "cache",
                               "--out", tmp / "out", *common])  # fmt: skip
+            words = sum(
+                len(json.loads(t.read_text())["words"])
+                for t in (tmp / "cache").rglob("transcript-*.json")
+            )
         predict_s = r.get("predict_seconds", 0.0)
         fusion_s = r.get("fusion", {}).get("seconds", 0.0)
         total = r["extract_seconds"] + predict_s + fusion_s
@@ -75,6 +80,10 @@ def main() -> None:
                 "predict_s": round(predict_s, 1),
                 "fusion_s": round(fusion_s, 1),
                 "load_models_s": round(r["stages"].get("load models", {}).get("seconds", 0), 1),
+                # the audio side's two long steps (they read the soundtrack piece by piece)
+                "asr_s": round(r["stages"].get("ASR (Whisper)", {}).get("seconds", 0), 1),
+                "speech_s": round(r["stages"].get("speech features", {}).get("seconds", 0), 1),
+                "words": words,  # in the ASR transcript
                 "total_s": round(total, 1),
                 "s_per_video_minute": round(total / (seconds / 60), 1),
                 "x_realtime": round(seconds / total, 3),

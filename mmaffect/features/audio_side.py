@@ -98,11 +98,9 @@ class AudioSide:
             result.words = len(self.cache.load(keys["word"][0]).meta.get("words", []))
         if not todo:
             return result
-        beat("audio decode")
-        with self.clock("audio decode"):
-            audio = opened.audio()
-        if not audio.has_audio:
-            result.notes.append(f"no audio ({audio.reason}): zero features, flags set")
+        # Each step below reads the soundtrack piece by piece as it decodes it (cut in pauses,
+        # mmaffect.media.soundtrack), so memory does not grow with its length.
+        audio = opened.soundtrack()
         if "speech" in todo:
             from mmaffect.features.speech import speech_features
 
@@ -123,6 +121,8 @@ class AudioSide:
             beat("words")
             result.words = self._words(opened, audio, timing, keys["word"], signature)
             result.computed.append("word")
+        if not audio.has_audio:
+            result.notes.append(f"no audio ({audio.reason}): zero features, flags set")
         return result
 
     # -- words ----------------------------------------------------------------------------

@@ -12,13 +12,16 @@ does that); ``docs/features_speech.md`` lists every column with its unit and ran
 Long recordings are processed in blocks of whole video frames (``block_seconds``, 30 s by
 default: about 70 MiB of temporaries, against 0.5 GiB for 5 minutes in one shot) with enough
 context on each side that the result equals the one-shot computation; only three floats per
-10 ms hop are kept for the whole recording (9 MB per hour).
+10 ms hop are kept for the whole recording (9 MB per hour). A
+:class:`~mmaffect.media.soundtrack.Soundtrack` is read piece by piece, each frame computed once
+the samples it needs have arrived, so the samples held are bounded by a piece too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,7 @@ from mmaffect.features.timing import FrameTiming
 
 if TYPE_CHECKING:
     from mmaffect.media.audio import AudioTrack, NoAudio
+    from mmaffect.media.soundtrack import Soundtrack
 
 __all__ = [
     "SPEECH_FEATURES_VERSION",
@@ -185,7 +189,7 @@ class SpeechFeatures:
 
 
 def speech_features(
-    audio: AudioTrack | NoAudio,
+    audio: AudioTrack | NoAudio | Soundtrack,
     timing: FrameTiming,
     config: SpeechConfig | None = None,
     *,
@@ -195,11 +199,13 @@ def speech_features(
 
     Parameters
     ----------
-    audio : AudioTrack or NoAudio
+    audio : AudioTrack, NoAudio or Soundtrack
         Mono audio from :func:`mmaffect.media.load_audio`; ``audio.start_time`` places its first
         sample on the video timeline. Another sample rate than ``config.sample_rate`` is
         resampled. :class:`~mmaffect.media.audio.NoAudio` (or an empty track) gives all-zero rows
-        flagged ``no_audio``.
+        flagged ``no_audio``. A :class:`~mmaffect.media.soundtrack.Soundtrack` is decoded at
+        ``config.sample_rate`` and analysed piece by piece (memory bounded by a piece); the
+        result equals the whole track's up to float rounding.
     timing : FrameTiming
         The video's frame grid; frame ``i`` covers ``[edges[i], edges[i + 1])`` of
         :meth:`FrameTiming.frame_edges`. Any positive frame rate (float or Fraction) works.
@@ -238,94 +244,190 @@ def speech_features(
     result = SpeechFeatures(values=values, column_names=names, timing=timing, config=config)
     if n_frames == 0:
         return result
-    col = {name: i for i, name in enumerate(names)}
-
-    y = _prepare_samples(audio, config)
-    if y is None:
-        values[:, col["no_audio"]] = 1.0
-        return result
-
-    sr, hop = config.sample_rate, config.hop_length
-    hop_s = hop / sr
-    n_hops = -(-len(y) // hop)  # hop k is centred on sample k * hop, inside the audio
-    a0 = float(audio.start_time)
-    a1 = a0 + len(y) / sr
-
-    edges = np.asarray(timing.frame_edges(), dtype=np.float64)
-    centres = np.asarray(timing.times(), dtype=np.float64)
-    covered = (centres >= a0) & (centres < a1)
-    values[~covered, col["no_audio"]] = 1.0
-    audio_frames = np.flatnonzero(covered)
-    if audio_frames.size == 0:
-        return result
-    fa, fb = int(audio_frames[0]), int(audio_frames[-1]) + 1  # covered frames are contiguous
-
-    # Hop range [lo, hi) of each covered frame: hop centres in [edges[i], edges[i + 1]); a frame
-    # too short to hold a hop centre (frame rates above 1 / hop) takes the nearest hop.
-    hop_times = a0 + np.arange(n_hops, dtype=np.float64) * hop_s
-    lo = np.searchsorted(hop_times, edges[fa:fb], side="left")
-    hi = np.searchsorted(hop_times, edges[fa + 1 : fb + 1], side="left")
-    nearest = np.clip(np.rint((centres[fa:fb] - a0) / hop_s), 0, n_hops - 1).astype(np.int64)
-    empty = hi <= lo
-    lo = np.where(empty, nearest, lo)
-    hi = np.where(empty, nearest + 1, hi)
-
-    # Per-hop quantities kept for the whole recording (a few floats per 10 ms).
-    hop_power = np.zeros(n_hops, dtype=np.float64)
-    hop_f0 = np.zeros(n_hops, dtype=np.float64)
-    hop_nacf = np.zeros(n_hops, dtype=np.float64)
-    frame_power = np.zeros(fb - fa, dtype=np.float64)
-    n_cep = config.n_mfcc * (2 if config.deltas else 1)
-    analysis = _Analysis(config)
-
-    block_hops = max(1, int(round(block_seconds / hop_s)))
-    hi_sorted = np.maximum.accumulate(hi)
-    start = 0
-    while start < fb - fa:
-        # Whole frames whose hops fit in one block (at least one frame).
-        stop = int(np.searchsorted(hi_sorted, lo[start] + block_hops, side="right"))
-        stop = max(stop, start + 1)
-        h0, h1 = int(lo[start:stop].min()), int(hi[start:stop].max())
-        cep, power, f0, nacf = analysis.hops(y, h0, h1, n_hops)
-        hop_power[h0:h1], hop_f0[h0:h1], hop_nacf[h0:h1] = power, f0, nacf
-        # Means over each frame's hops from block-local cumulative sums (cepstra and power).
-        csum = np.zeros((h1 - h0 + 1, n_cep + 1), dtype=np.float64)
-        np.cumsum(cep.T, axis=0, dtype=np.float64, out=csum[1:, :n_cep])
-        np.cumsum(power, out=csum[1:, n_cep])
-        blo, bhi = lo[start:stop] - h0, hi[start:stop] - h0
-        mean = (csum[bhi] - csum[blo]) / (bhi - blo)[:, None]
-        values[fa + start : fa + stop, :n_cep] = mean[:, :n_cep]
-        frame_power[start:stop] = mean[:, n_cep]
-        start = stop
-
-    # Silence threshold from the clip's loudest hops, with an absolute floor.
-    h_lo, h_hi = int(lo.min()), int(hi.max())
-    amin = 10.0 ** (config.db_floor / 10)
-    hop_db = 10.0 * np.log10(np.maximum(hop_power, amin))
-    reference = float(np.percentile(hop_db[h_lo:h_hi], config.silence_ref_percentile))
-    threshold = max(config.silence_floor_db, reference - config.silence_rel_db)
-
-    frame_db = 10.0 * np.log10(np.maximum(frame_power, amin))
-    silent = frame_db < threshold
-
-    voiced_hop = (
-        (hop_nacf >= config.voicing_threshold)
-        & (hop_db >= threshold)
-        & (hop_f0 >= config.f0_fmin * 0.999)
-        & (hop_f0 <= config.f0_fmax * 1.001)
-    )
-    log_f0 = np.where(voiced_hop, np.log2(np.maximum(hop_f0, 1e-6) / config.f0_ref_hz), np.nan)
-    f0_col, voiced_frac = _voiced_median(log_f0, lo, hi)
-
-    rows = slice(fa, fb)
-    values[rows, col["f0"]] = f0_col
-    values[rows, col["voiced"]] = voiced_frac
-    values[rows, col["rms"]] = np.clip(frame_db / -config.db_floor + 1.0, 0.0, 1.0)
-    block = values[rows]
-    block[silent, : col["silent"]] = 0.0
-    block[silent, col["silent"]] = 1.0
-    np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    stream = _SpeechStream(values, timing, config, block_seconds)
+    for y, start_time, last in _samples_of(audio, config):
+        stream.feed(y, start_time, last=last)
+    stream.finish()
     return result
+
+
+class _SpeechStream:
+    """The computation of :func:`speech_features` over consecutive pieces of the soundtrack.
+
+    Frames are computed, in blocks of whole frames, as soon as the samples their hops and the
+    context of those hops need have arrived (the rest once the last piece has come); the hop
+    ranges of the frames are those of the one-shot computation, so pieces change nothing but
+    float rounding. Only the samples still needed are kept. The silence threshold and the
+    voicing need every hop's level, so they are set in :meth:`finish` from the three floats per
+    hop kept for the whole recording.
+    """
+
+    def __init__(
+        self, values: np.ndarray, timing: FrameTiming, config: SpeechConfig, block_seconds: float
+    ) -> None:
+        self.values, self.timing, self.config = values, timing, config
+        self.col = {name: i for i, name in enumerate(config.column_names)}
+        self.hop = config.hop_length
+        self.hop_s = self.hop / config.sample_rate
+        self.block_hops = max(1, int(round(block_seconds / self.hop_s)))
+        self.edges = np.asarray(timing.frame_edges(), dtype=np.float64)
+        self.centres = np.asarray(timing.times(), dtype=np.float64)
+        self.analysis = _Analysis(config)
+        self.n_cep = config.n_mfcc * (2 if config.deltas else 1)
+        self.y = np.zeros(0, dtype=np.float32)  # samples [y0, y0 + len(y)) of the recording
+        self.y0 = 0
+        self.a0: float | None = None  # where the first sample sits on the video timeline
+        self.done = 0  # frames computed, counted from the first frame inside the audio
+
+    def feed(self, y: np.ndarray, start_time: float, *, last: bool) -> None:
+        """Add the next samples; compute every frame they complete (all frames when last)."""
+        if self.a0 is None:
+            self._start(float(start_time))
+        self.y = np.concatenate([self.y, y]) if self.y.size else y
+        if last:
+            return
+        end = self.y0 + len(self.y)
+        ready = int(np.searchsorted(self.hi_sorted, self._last_hop_ready(end), side="right"))
+        self._run_blocks(ready, self.lo, self.hi, n_hops=-(-end // self.hop))
+        keep = min(self._first_sample_needed() - self.y0, len(self.y))
+        if keep > 0:
+            self.y, self.y0 = self.y[keep:].copy(), self.y0 + keep
+
+    def _start(self, a0: float) -> None:
+        """Hop ranges of the frames at and after the audio's start, on a hop grid reaching past
+        the last frame (the recording's length is known only at the end)."""
+        self.a0 = a0
+        self.fa = int(np.searchsorted(self.centres, a0, side="left"))
+        grid = max(1, int(np.ceil((self.edges[-1] - a0) / self.hop_s)) + 2)
+        self.lo, self.hi = self._hop_ranges(self.fa, len(self.centres), grid)
+        self.hi_sorted = np.maximum.accumulate(self.hi) if len(self.hi) else self.hi
+        n = max(grid, int(self.hi.max(initial=0)) + 1)
+        self.hop_power, self.hop_f0, self.hop_nacf = (np.zeros(n) for _ in range(3))
+        self.frame_power = np.zeros(len(self.centres) - self.fa)
+
+    def _hop_ranges(self, fa: int, fb: int, n_hops: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hop range [lo, hi) of frames fa..fb-1: hop centres in [edges[i], edges[i + 1]); a
+        frame too short to hold a hop centre (frame rates above 1 / hop) takes the nearest."""
+        hop_times = self.a0 + np.arange(n_hops, dtype=np.float64) * self.hop_s
+        lo = np.searchsorted(hop_times, self.edges[fa:fb], side="left")
+        hi = np.searchsorted(hop_times, self.edges[fa + 1 : fb + 1], side="left")
+        rel = (self.centres[fa:fb] - self.a0) / self.hop_s
+        nearest = np.clip(np.rint(rel), 0, n_hops - 1).astype(np.int64)
+        empty = hi <= lo
+        return np.where(empty, nearest, lo), np.where(empty, nearest + 1, hi)
+
+    def _last_hop_ready(self, end: int) -> int:
+        """The largest ``h1`` such that hops before it, with their context, lie in the first
+        ``end`` samples (as :meth:`_Analysis.hops` reads them); -1 when none."""
+        c, a = self.config, self.analysis
+        stft = (end - c.n_fft // 2) // self.hop + 1  # hops before k1 = h1 + margin
+        yin = (end - c.f0_frame_length + c.f0_frame_length // 2) // self.hop + 1
+        if c.deltas and (c.delta_width - 1) * self.hop + c.n_fft // 2 > end:
+            return -1  # the delta filter's edge rule needs a full window first
+        return min(stft - a.margin, yin)
+
+    def _first_sample_needed(self) -> int:
+        """The first sample any frame still to be computed reads."""
+        if self.done >= len(self.lo):
+            return self.y0 + len(self.y)
+        c, a = self.config, self.analysis
+        h0 = max(int(self.lo[self.done :].min()) - a.margin - c.delta_width, 0)
+        return max(0, h0 * self.hop - max(c.n_fft // 2, c.f0_frame_length // 2))
+
+    def _run_blocks(self, stop_frame: int, lo: np.ndarray, hi: np.ndarray, n_hops: int) -> None:
+        """Compute frames ``done..stop_frame - 1`` in blocks of whole frames."""
+        hi_sorted = np.maximum.accumulate(hi)
+        while self.done < stop_frame:
+            start = self.done
+            stop = int(np.searchsorted(hi_sorted, lo[start] + self.block_hops, side="right"))
+            stop = min(max(stop, start + 1), stop_frame)
+            h0, h1 = int(lo[start:stop].min()), int(hi[start:stop].max())
+            cep, power, f0, nacf = self.analysis.hops(self.y, h0, h1, n_hops, y0=self.y0)
+            self.hop_power[h0:h1], self.hop_f0[h0:h1], self.hop_nacf[h0:h1] = power, f0, nacf
+            # Means over each frame's hops from block-local cumulative sums (cepstra, power).
+            n_cep = self.n_cep
+            csum = np.zeros((h1 - h0 + 1, n_cep + 1), dtype=np.float64)
+            np.cumsum(cep.T, axis=0, dtype=np.float64, out=csum[1:, :n_cep])
+            np.cumsum(power, out=csum[1:, n_cep])
+            blo, bhi = lo[start:stop] - h0, hi[start:stop] - h0
+            mean = (csum[bhi] - csum[blo]) / (bhi - blo)[:, None]
+            fa = self.fa
+            self.values[fa + start : fa + stop, :n_cep] = mean[:, :n_cep]
+            self.frame_power[start:stop] = mean[:, n_cep]
+            self.done = stop
+
+    def finish(self) -> None:
+        """Compute the frames left, then the silence, voicing and pitch columns."""
+        values, col = self.values, self.col
+        if self.a0 is None or self.y0 + len(self.y) == 0:  # no audio
+            values[:, col["no_audio"]] = 1.0
+            return
+        n_samples = self.y0 + len(self.y)
+        n_hops = -(-n_samples // self.hop)  # hop k is centred on sample k * hop, in the audio
+        a1 = self.a0 + n_samples / self.config.sample_rate
+        covered = (self.centres >= self.a0) & (self.centres < a1)
+        values[~covered, col["no_audio"]] = 1.0
+        if not covered.any():
+            return
+        fb = int(np.flatnonzero(covered)[-1]) + 1  # covered frames are contiguous, from fa
+        lo, hi = self._hop_ranges(self.fa, fb, n_hops)
+        self._run_blocks(fb - self.fa, lo, hi, n_hops)
+        self._flags(lo, hi, n_hops)
+
+    def _flags(self, lo: np.ndarray, hi: np.ndarray, n_hops: int) -> None:
+        """Silence threshold from the clip's loudest hops (with an absolute floor), the silent
+        flag, the voiced fraction, F0 and RMS of the frames inside the audio."""
+        config, values, col = self.config, self.values, self.col
+        hop_power, hop_f0, hop_nacf = (
+            _fit(a, n_hops) for a in (self.hop_power, self.hop_f0, self.hop_nacf)
+        )
+        amin = 10.0 ** (config.db_floor / 10)
+        hop_db = 10.0 * np.log10(np.maximum(hop_power, amin))
+        reference = float(
+            np.percentile(hop_db[int(lo.min()) : int(hi.max())], config.silence_ref_percentile)
+        )
+        threshold = max(config.silence_floor_db, reference - config.silence_rel_db)
+        frame_db = 10.0 * np.log10(np.maximum(self.frame_power[: len(lo)], amin))
+        silent = frame_db < threshold
+        voiced_hop = (
+            (hop_nacf >= config.voicing_threshold)
+            & (hop_db >= threshold)
+            & (hop_f0 >= config.f0_fmin * 0.999)
+            & (hop_f0 <= config.f0_fmax * 1.001)
+        )
+        log_f0 = np.where(voiced_hop, np.log2(np.maximum(hop_f0, 1e-6) / config.f0_ref_hz), np.nan)
+        f0_col, voiced_frac = _voiced_median(log_f0, lo, hi)
+        rows = slice(self.fa, self.fa + len(lo))
+        values[rows, col["f0"]] = f0_col
+        values[rows, col["voiced"]] = voiced_frac
+        values[rows, col["rms"]] = np.clip(frame_db / -config.db_floor + 1.0, 0.0, 1.0)
+        block = values[rows]
+        block[silent, : col["silent"]] = 0.0
+        block[silent, col["silent"]] = 1.0
+        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _fit(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` cut or zero-padded to length ``n``."""
+    if len(a) >= n:
+        return a[:n]
+    return np.concatenate([a, np.zeros(n - len(a), dtype=a.dtype)])
+
+
+def _samples_of(audio: Any, config: SpeechConfig) -> Iterator[tuple[np.ndarray, float, bool]]:
+    """``(samples, start_time, last)`` of each piece of ``audio`` at ``config.sample_rate``: one
+    for an :class:`AudioTrack`, none for :class:`NoAudio`, a :class:`Soundtrack`'s pieces."""
+    if hasattr(audio, "pieces"):
+        if not getattr(audio, "has_audio", True):
+            return
+        for piece in audio.pieces(config.sample_rate):
+            y = _prepare_samples(piece, config)
+            if y is not None:
+                yield y, piece.start_time, piece.last
+        return
+    y = _prepare_samples(audio, config)
+    if y is not None:
+        yield y, float(audio.start_time), True
 
 
 # -- internals --------------------------------------------------------------------------------
@@ -392,10 +494,11 @@ class _Analysis:
         self.max_period = min(int(math.ceil(sr / config.f0_fmin)), config.f0_frame_length - 1)
 
     def hops(
-        self, y: np.ndarray, h0: int, h1: int, n_hops: int
+        self, y: np.ndarray, h0: int, h1: int, n_hops: int, *, y0: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Features of hops ``[h0, h1)``: cepstra ``(n_cep, n)`` float32, mean-square power,
-        YIN F0 in Hz and NACF at the YIN period (each ``(n,)``)."""
+        YIN F0 in Hz and NACF at the YIN period (each ``(n,)``). ``y`` holds the recording's
+        samples from sample ``y0`` on (zeros are read before sample 0 and after the end)."""
         c, lr = self.config, self.librosa
         hop = c.hop_length
         # Context hops so the delta filter sees the same neighbours as in one shot; near the ends
@@ -407,7 +510,7 @@ class _Analysis:
         n = k1 - k0
 
         half = c.n_fft // 2
-        seg = _padded_slice(y, k0 * hop - half, (k1 - 1) * hop - half + c.n_fft)
+        seg = _padded_slice(y, k0 * hop - half - y0, (k1 - 1) * hop - half + c.n_fft - y0)
         spec = lr.stft(
             seg,
             n_fft=c.n_fft,
@@ -434,7 +537,7 @@ class _Analysis:
         # Pitch and voicing only where they are needed (no context hops).
         frame = c.f0_frame_length
         half = frame // 2
-        seg = _padded_slice(y, h0 * hop - half, (h1 - 1) * hop - half + frame)
+        seg = _padded_slice(y, h0 * hop - half - y0, (h1 - 1) * hop - half + frame - y0)
         f0 = lr.yin(
             seg,
             fmin=c.f0_fmin,

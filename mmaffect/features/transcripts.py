@@ -57,6 +57,7 @@ from mmaffect.watchdog import beat
 
 if TYPE_CHECKING:
     from mmaffect.media.audio import AudioTrack, NoAudio
+    from mmaffect.media.soundtrack import Soundtrack
 
 __all__ = [
     "DEFAULT_ASR_MODEL",
@@ -73,6 +74,7 @@ __all__ = [
     "load_user_transcript",
     "spread_words",
     "transcribe",
+    "transcribe_pieces",
 ]
 
 SCHEMA_NAME = "mmaffect.transcript"
@@ -554,7 +556,7 @@ def _timed_words(segments: Any, offset: float, duration: float) -> tuple[list[Wo
 
 
 def transcribe(
-    audio: AudioTrack | NoAudio,
+    audio: AudioTrack | NoAudio | Soundtrack,
     *,
     model: str = DEFAULT_ASR_MODEL,
     models_dir: str | Path | None = None,
@@ -612,7 +614,22 @@ def transcribe(
     With the default temperature 0, two runs on the same audio, model, device and compute type
     give identical words, times and probabilities, whatever the number of CPU threads. Another
     CPU type or a GPU (float16) can differ in a word now and then.
+
+    A :class:`~mmaffect.media.soundtrack.Soundtrack` is transcribed piece by piece
+    (:func:`transcribe_pieces`).
     """
+    if hasattr(audio, "pieces"):
+        return transcribe_pieces(
+            audio,
+            model=model,
+            models_dir=models_dir,
+            language=language,
+            device=device,
+            compute_type=compute_type,
+            beam_size=beam_size,
+            vad=vad,
+            temperature_fallback=temperature_fallback,
+        )
     if int(beam_size) < 1:
         raise InputError(f"beam_size must be at least 1, got {beam_size}")
     source = f"asr:{model}"
@@ -643,3 +660,44 @@ def transcribe(
     )
     words, text = _timed_words(segments, float(audio.start_time), samples.size / 16_000)
     return Transcript(words, info.language or lang or "", text, source, settings)
+
+
+def transcribe_pieces(
+    soundtrack: Soundtrack, *, language: str | None = None, **kw: Any
+) -> Transcript:
+    """:func:`transcribe` over the pieces of a soundtrack (cut in pauses, at most
+    ``soundtrack.piece_seconds`` each), so that memory does not grow with its length.
+
+    Each piece is transcribed alone (words shifted to the video timeline by the piece's start).
+    A multilingual model left to detect the language detects it on the first piece with words
+    and keeps it for the rest, as Whisper over the whole track detects it once on the first
+    30 s of speech. A soundtrack of one piece gives exactly the words :func:`transcribe` of the
+    whole track gives. ``asr["pieces"]`` records how many pieces were transcribed. Keyword
+    arguments are those of :func:`transcribe`.
+    """
+    from mmaffect.media.audio import NoAudio
+
+    words: list[Word] = []
+    texts: list[str] = []
+    first: Transcript | None = None
+    detected, count = "", 0
+    for piece in soundtrack.pieces(16_000):
+        part = transcribe(piece.track(), language=language, **kw)
+        count += 1
+        first = part if first is None else first
+        words += part.words
+        texts.append(part.text)
+        if part.words and not detected:
+            detected = part.language
+            if _check_language(kw.get("model", DEFAULT_ASR_MODEL), None, language) is None:
+                language = detected  # a multilingual model: keep the first piece's language
+    if first is None:
+        reason = getattr(soundtrack, "reason", "") or "no audio"
+        return transcribe(NoAudio(source=soundtrack.source, reason=reason), language=language, **kw)
+    return Transcript(
+        _sorted(words),
+        detected or first.language,
+        " ".join(t for t in texts if t),
+        first.source,
+        {**first.asr, "pieces": count},
+    )

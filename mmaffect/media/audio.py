@@ -8,7 +8,6 @@ file's timeline, the same timeline as :attr:`mmaffect.media.frames.FrameChunk.ti
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,22 +120,21 @@ def iter_audio(
     block_seconds: float = 30.0,
     sample_rate: int = SAMPLE_RATE,
     stream_index: int = 0,
+    info: MediaInfo | None = None,
 ) -> Iterator[np.ndarray]:
     """Stream the audio in blocks of ``block_seconds`` (bounded memory for long recordings).
 
-    Yields nothing for a file without audio.
+    Yields nothing for a file without audio. The blocks joined are the samples
+    :func:`load_audio` returns; the ffmpeg process is killed if the watched work reading it is
+    given up (:func:`mmaffect.media.ffmpeg.popen`).
     """
     path = Path(path)
-    info = probe(path, count="header")
+    info = info or probe(path, count="header")
     if not info.audio:
         return
     args = ffmpeg.compile_args(_audio_stream_output(path, sample_rate, stream_index))
-    proc = subprocess.Popen(
-        ffmpeg.quiet_command(*args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    block_bytes = int(block_seconds * sample_rate) * 4
+    proc = ffmpeg.popen(ffmpeg.quiet_command(*args))
+    block_bytes = max(1, int(block_seconds * sample_rate)) * 4
     try:
         while buf := proc.stdout.read(block_bytes):
             yield np.clip(np.frombuffer(buf[: len(buf) // 4 * 4], dtype="<f4"), -1.0, 1.0)

@@ -12,6 +12,7 @@ from mmaffect.media.frames import FrameChunk, VfrRule, iter_frames
 from mmaffect.media.image_set import iter_image_set, probe_image_set
 from mmaffect.media.inputs import MediaSource
 from mmaffect.media.probe import CountRule, MediaInfo, probe
+from mmaffect.media.soundtrack import Soundtrack, open_soundtrack
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,23 @@ class OpenedSource:
 
     def audio(self) -> AudioTrack | NoAudio:
         """The soundtrack (of the base video for ``_left``/``_right`` frame folders)."""
+        missing = self._no_audio_file()
+        if missing is not None:
+            return missing
+        if self.source.audio_path == self.source.path:
+            return load_audio(self.source.path, info=self.info)
+        return load_audio(self.source.audio_path)
+
+    def soundtrack(self, *, piece_seconds: float | None = None) -> Soundtrack | NoAudio:
+        """The same soundtrack as :meth:`audio`, read piece by piece
+        (:mod:`mmaffect.media.soundtrack`); nothing is decoded yet."""
+        missing = self._no_audio_file()
+        if missing is not None:
+            return missing
+        info = self.info if self.source.audio_path == self.source.path else None
+        return open_soundtrack(self.source.audio_path, info=info, piece_seconds=piece_seconds)
+
+    def _no_audio_file(self) -> NoAudio | None:
         if self.source.kind == "images":
             return NoAudio(source=self.source.path, reason="photos have no soundtrack")
         if self.source.audio_path is None:
@@ -61,9 +79,7 @@ class OpenedSource:
                 reason=f"no video or audio file named {self.source.base_id} was given for this "
                 "frame folder (pass it among the inputs or with --audio-dir)",
             )
-        if self.source.audio_path == self.source.path:
-            return load_audio(self.source.path, info=self.info)
-        return load_audio(self.source.audio_path)
+        return None
 
 
 def open_source(source: MediaSource, *, count: CountRule = "auto") -> OpenedSource:
