@@ -58,29 +58,49 @@ def last_checkpoint(run: Path) -> Path:
     return path
 
 
-def extract_speech(files: Sequence[Path], work: Path) -> Path:
-    """``mmaffect extract --modalities speech`` over ``files`` into ``work/cache``.
+def best_checkpoint(run: Path) -> Path:
+    """The checkpoint of the epoch with the best validation score (``best-<epoch>.ckpt``)."""
+    found = sorted(run.glob("best-*.ckpt"))
+    if not found:
+        raise SystemExit(f"mmaffect train wrote no best-*.ckpt in {run}")
+    return found[-1]
+
+
+def extract_speech(files: Sequence[Path], work: Path, speech_features: str = "prosody") -> Path:
+    """``mmaffect extract --modalities speech --speech-features …`` over ``files`` into
+    ``work/cache`` (``work/cache-<sets>`` for other sets than ``prosody``).
 
     The files are linked into ``work/inputs`` first, so that only those are extracted.
     """
-    inputs, cache = work / "inputs", work / "cache"
+    sets = speech_features.replace(",", "+")
+    inputs, cache = work / "inputs", work / ("cache" if sets == "prosody" else f"cache-{sets}")
     inputs.mkdir(parents=True, exist_ok=True)
     for p in files:
         if not (inputs / p.name).exists():
             (inputs / p.name).symlink_to(p.resolve())
-    mmaffect("extract", inputs, "--cache", cache, "--modalities", "speech", "--no-progress")
+    mmaffect(
+        "extract", inputs, "--cache", cache, "--modalities", "speech",
+        "--speech-features", speech_features, "--no-progress",
+    )  # fmt: skip
     return cache
 
 
 def train_and_predict(
-    fold_dir: Path, cache: Path, task: str, held_out: Sequence[Path], args
+    fold_dir: Path,
+    cache: Path,
+    task: str,
+    held_out: Sequence[Path],
+    args,
+    recipe: Path | None = None,
+    pick: str = "last",
 ) -> tuple[dict, float]:
     """One fold, speech branch only: ``mmaffect train`` then ``mmaffect predict``.
 
-    ``fold_dir/annotations`` holds the fold's ABAW label files; the recipe is
-    ``pipelines/fusion_<task>.yaml`` with ``args.epochs``, ``args.stride`` and ``args.seed``.
-    The *last* checkpoint predicts ``held_out`` (so the held-out files never pick the model).
-    Returns ``{file stem: VideoPrediction}`` and the training seconds.
+    ``fold_dir/annotations`` holds the fold's ABAW label files; the recipe is ``recipe``
+    (default ``pipelines/fusion_<task>.yaml``) with ``args.epochs``, ``args.stride`` and
+    ``args.seed``. ``pick`` ``last``: the last checkpoint predicts ``held_out``; ``best``: the
+    epoch with the best score on the annotations' ``Validation_Set`` (which must then not be
+    ``held_out``). Returns ``{file stem: VideoPrediction}`` and the training seconds.
     """
     import time
 
@@ -90,14 +110,15 @@ def train_and_predict(
     start = time.perf_counter()
     # fmt: off
     mmaffect(
-        "train", "--config", REPO / "pipelines" / f"fusion_{task}.yaml", "--task", task,
+        "train", "--config", recipe or REPO / "pipelines" / f"fusion_{task}.yaml", "--task", task,
         "--modalities", "speech", "--annotations", fold_dir / "annotations", "--cache", cache,
         "--out", run, "--epochs", args.epochs, "--stride", args.stride, "--seed", args.seed,
         "--device", "cpu",
     )
     seconds = time.perf_counter() - start
     mmaffect(
-        "predict", *held_out, "--checkpoint", last_checkpoint(run), "--cache", cache,
+        "predict", *held_out, "--checkpoint",
+        best_checkpoint(run) if pick == "best" else last_checkpoint(run), "--cache", cache,
         "--out", pred_dir, "--no-words", "--no-progress", "--device", "cpu",
     )
     # fmt: on

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import (
+    REPO,
     data_path,
     extract_speech,
     machine,
@@ -72,21 +73,30 @@ def reference_fold(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.nda
     return model.predict(x[test])
 
 
-def write_fold_labels(ann: Path, cache: Path, files: list[Path], y: np.ndarray, test) -> None:
+def write_fold_labels(ann: Path, cache: Path, files: list[Path], y: np.ndarray, split) -> None:
+    """ABAW EXPR label files: ``split[i]`` ``"train"`` → ``Train_Set``, ``"val"`` →
+    ``Validation_Set``; the test utterances (``""``) get none."""
     from mmaffect.annotations import EXPR_8, VideoLabels, write_video_labels
 
     for i, path in enumerate(files):
-        folder = ann / ("Validation_Set" if test[i] else "Train_Set")
+        if not split[i]:
+            continue
+        folder = ann / ("Validation_Set" if split[i] == "val" else "Train_Set")
         n = n_frames(cache, path.stem)
         labels = VideoLabels.from_values(path.stem, EXPR_8, np.full(n, y[i]))
         write_video_labels(folder / f"{path.stem}.txt", labels)
 
 
-def mmaffect_fold(fold_dir: Path, cache: Path, files, y, test, args) -> dict:
-    write_fold_labels(fold_dir / "annotations", cache, files, y, test)
+def mmaffect_fold(fold_dir: Path, cache: Path, files, y, test, val, args) -> dict:
+    """Train on the training speakers but ``val``, choose the epoch on ``val``, predict the
+    ``test`` speakers (who never choose anything)."""
+    split = np.where(test, "", np.where(val, "val", "train"))
+    write_fold_labels(fold_dir / "annotations", cache, files, y, split)
     held_out = [f for f, t in zip(files, test, strict=True) if t]
     t0 = time.perf_counter()
-    preds, t_train = train_and_predict(fold_dir, cache, "expr", held_out, args)
+    preds, t_train = train_and_predict(
+        fold_dir, cache, "expr", held_out, args, recipe=args.config, pick="best"
+    )
     utt_pred, frame_true, frame_pred = [], [], []
     for path, label in zip(held_out, y[test], strict=True):
         probs = preds[path.stem].expr_probs
@@ -102,11 +112,57 @@ def mmaffect_fold(fold_dir: Path, cache: Path, files, y, test, args) -> dict:
     }
 
 
+def encoder_cost(files, speech_features: str, minutes: float = 5.0) -> dict | None:
+    """Seconds the Whisper states add per minute of audio: ``whisper_frames`` against
+    ``speech_features`` (MFCC, pitch, energy) on one soundtrack of ``minutes`` of real speech
+    (the utterances one after another, as in a video), on a 30 fps grid, after a warm-up
+    (the model load is not counted). ``None`` without ``whisper``."""
+    if "whisper" not in speech_features:
+        return None
+    from mmaffect.features.speech import speech_features as prosody
+    from mmaffect.features.timing import FrameTiming
+    from mmaffect.features.whisper_states import whisper_frames
+    from mmaffect.media.audio import AudioTrack, load_audio
+
+    parts, n = [], 0
+    for p in files:
+        parts.append(load_audio(p).samples)
+        n += parts[-1].size
+        if n >= minutes * 60 * 16_000:
+            break
+    track = AudioTrack(np.concatenate(parts), 16_000, 0.0, files[0])
+    timing = FrameTiming(fps=30.0, n_frames=int(track.samples.size / 16_000 * 30))
+    models = os.environ.get("MMAFFECT_MODELS")
+    warm = AudioTrack(track.samples[:16_000], 16_000, 0.0, files[0])
+    whisper_frames(warm, timing, model="whisper-tiny.en", models_dir=models)
+    seconds = {}
+    for name, run in (
+        ("whisper", lambda: whisper_frames(track, timing, model="whisper-tiny.en",
+                                           models_dir=models)),
+        ("prosody", lambda: prosody(track, timing)),
+    ):  # fmt: skip
+        t0 = time.perf_counter()
+        run()
+        seconds[name] = time.perf_counter() - t0
+    audio_min = track.samples.size / 16_000 / 60
+    return {
+        "audio_minutes": round(audio_min, 2),
+        "whisper_seconds_per_audio_minute": round(seconds["whisper"] / audio_min, 2),
+        "prosody_seconds_per_audio_minute": round(seconds["prosody"] / audio_min, 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folds", default=DEFAULT_FOLDS, help="held-out speakers per fold")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--stride", type=int, default=15, help="train on every Nth frame")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--stride", type=int, default=10, help="train on every Nth frame")
+    parser.add_argument(
+        "--speech-features", default="prosody,whisper", help="mmaffect extract --speech-features"
+    )
+    parser.add_argument(
+        "--config", type=Path, default=REPO / "pipelines" / "speech_utterance_expr.yaml"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="at most N utterances per speaker (tests)")
     parser.add_argument("--work", type=Path, help="keep the cache and runs here (resumable)")
@@ -128,8 +184,9 @@ def main() -> None:
     folds = [set(f.split("+")) for f in args.folds.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="speech_emotion_"))
     start = time.perf_counter()
-    cache = extract_speech(files, work)
+    cache = extract_speech(files, work, args.speech_features)
     t_extract = time.perf_counter() - start
+    added = encoder_cost(files, args.speech_features)
     t0 = time.perf_counter()
     x = opensmile_functionals(files, work / "egemaps.npz")
     t_smile = time.perf_counter() - t0
@@ -137,10 +194,11 @@ def main() -> None:
     rows, per_fold = [], []
     for k, held in enumerate(folds):
         test = np.isin(speakers, sorted(held))
-        if not test.any() or test.all():
-            raise SystemExit(f"fold {'+'.join(sorted(held))} leaves no test or no train speaker")
+        val = np.isin(speakers, sorted(folds[(k + 1) % len(folds)])) & ~test
+        if not test.any() or not val.any() or (test | val).all():
+            raise SystemExit(f"fold {'+'.join(sorted(held))} leaves no test, validation or train")
         ref_pred = reference_fold(x, y, ~test, test)
-        mine = mmaffect_fold(work / f"fold{k}", cache, files, y, test, args)
+        mine = mmaffect_fold(work / f"fold{k}", cache, files, y, test, val, args)
         in_fold = sorted(set(y[test].tolist()))  # the classes the held-out speakers have
         ref = scores(y[test], ref_pred, in_fold)
         ours = scores(y[test], mine["utterance_pred"], in_fold)
@@ -153,6 +211,7 @@ def main() -> None:
         per_fold.append(
             {
                 "held_out": name,
+                "validation": "+".join(sorted(folds[(k + 1) % len(folds)])),
                 "test_utterances": int(test.sum()),
                 "mmaffect": {**ours, "frame_macro_f1": frame["macro_f1"]},
                 "reference": ref,
@@ -175,6 +234,9 @@ def main() -> None:
         "folds": len(folds),
         "epochs": args.epochs,
         "stride": args.stride,
+        "speech_features": args.speech_features,
+        "recipe": str(args.config),
+        "whisper_encoder": added,
         "summary_mean_std": summary,
         "per_fold": per_fold,
         "extract_seconds": round(t_extract, 1),

@@ -100,7 +100,17 @@ def test_speech_emotion_benchmark_runs(tmp_path, shared_env):
     assert figures["utterances"] == 30  # 3 per speaker, 10 speakers
     folds = figures["per_fold"]
     assert [f["held_out"] for f in folds] == ["03+08", "09+10"]
+    # the epoch is chosen on the next fold's speakers, never on the test speakers
+    assert [f["validation"] for f in folds] == ["09+10", "03+08"]
     assert all(f["test_utterances"] == 6 for f in folds)
+    assert figures["speech_features"] == "prosody,whisper"
+    cost = figures["whisper_encoder"]
+    assert cost["audio_minutes"] > 0.5  # 30 utterances one after another
+    assert cost["whisper_seconds_per_audio_minute"] > 0 < cost["prosody_seconds_per_audio_minute"]
+    runs = sorted((tmp_path / "fold0" / "run").glob("best-*.ckpt"))
+    assert len(runs) == 1
+    labelled = {p.stem[:2] for p in (tmp_path / "fold0" / "annotations").rglob("*.txt")}
+    assert not labelled & {"03", "08"}  # test speakers have no label file
     for system in ("mmaffect", "reference"):
         uars = [f[system]["uar"] for f in folds]
         assert all(0 <= u <= 1 for u in uars)

@@ -388,9 +388,21 @@ def test_config_hash_is_stable_and_tracks_every_field(monkeypatch):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO
     )
     assert out.stdout.strip() == h, out.stderr
-    assert set(OTHER_VALUES) == {f.name for f in dataclasses.fields(SpeechConfig)}
+    fields = {f.name for f in dataclasses.fields(SpeechConfig)}
+    assert set(OTHER_VALUES) | {"features", "whisper_model"} == fields
     hashes = {dataclasses.replace(CFG, **{k: v}).config_hash() for k, v in OTHER_VALUES.items()}
     assert len(hashes) == len(OTHER_VALUES) and h not in hashes
+    # the speech feature sets: the default keeps the keys of caches made before they existed;
+    # the Whisper model counts only where its states are in the entry
+    assert "features" not in CFG.to_dict() and "whisper_model" not in CFG.to_dict()
+    both = dataclasses.replace(CFG, features=("whisper", "prosody"))
+    assert both.features == ("prosody", "whisper") and both.config_hash() not in hashes | {h}
+    base = dataclasses.replace(both, whisper_model="whisper-base")
+    assert base.config_hash() != both.config_hash()
+    assert dataclasses.replace(CFG, whisper_model="whisper-base").config_hash() == h
+    assert SpeechConfig.from_dict(json.loads(json.dumps(both.to_dict()))) == both
+    with pytest.raises(ValueError, match="unknown speech feature set"):
+        SpeechConfig(features=("prosody", "wav2vec"))
     monkeypatch.setattr(speech, "SPEECH_FEATURES_VERSION", "speech-test")
     assert CFG.config_hash() != h and CFG.to_dict()["version"] == "speech-test"
 

@@ -420,6 +420,26 @@ def test_edition_defaults_to_abaw3_and_must_have_the_track(data, tmp_path):
     assert not out.exists()  # refused before anything was written
 
 
+def test_train_device_is_the_one_device_option(data, tmp_path):
+    """``--device`` takes the spelling of extract/predict (``cuda``, ``cuda:N``; ``gpu`` still
+    means ``cuda``), checked before anything is written."""
+    import torch
+
+    from mmaffect.errors import InputError
+    from mmaffect.training.train import _accelerator
+
+    assert _accelerator("cpu") == ("cpu", 1)
+    if torch.cuda.is_available():
+        assert _accelerator("cuda:0") == ("gpu", [0]) and _accelerator("gpu") == ("gpu", 1)
+        return
+    assert _accelerator("auto") == ("cpu", 1)
+    for device in ("cuda", "cuda:1", "gpu"):
+        out = tmp_path / device.replace(":", "_")
+        with pytest.raises(InputError, match="sees no CUDA device"):
+            train(config(data, out, "expr", device=device))
+        assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -273,6 +273,23 @@ def demux(
     raise typer.Exit(report.exit_code)
 
 
+def word_config(asr_model: str, language: str | None, models_dir: Path | None, used: bool):
+    """The word branch's settings from ``--asr-model``/``--language`` (``auto``: see
+    :func:`~mmaffect.features.transcripts.choose_asr_model`; its note is printed when the word
+    branch runs)."""
+    from dataclasses import replace
+
+    from rich.markup import escape
+
+    from mmaffect.features.transcripts import choose_asr_model
+    from mmaffect.features.words import WordConfig
+
+    model, lang, note = choose_asr_model(asr_model, language, models_dir)
+    if note and used:
+        err.print(f"[yellow]note:[/] {escape(note)}")
+    return replace(WordConfig(), asr_model=model, language=lang)
+
+
 @app.command()
 def extract(
     inputs: Inputs,
@@ -282,7 +299,9 @@ def extract(
     modalities: Annotated[
         str, typer.Option(help="Comma-separated: frame,clip,speech,word (or faces alone).")
     ] = "frame,clip,speech,word",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="Frames per batch (vision).")] = 16,
     workers: Annotated[int, typer.Option(min=1, help="Audio-side threads.")] = 1,
     stall_timeout: StallTimeout = DEFAULT_STALL_SECONDS,
@@ -316,7 +335,21 @@ def extract(
     asr_model: Annotated[
         str, typer.Option(help="Whisper model: whisper-tiny.en, whisper-base or a folder.")
     ] = "whisper-tiny.en",
-    language: Annotated[str | None, typer.Option(help="Language passed to Whisper.")] = None,
+    language: Annotated[
+        str | None,
+        typer.Option(
+            help="Language of the speech (ISO 639-1, e.g. de), or auto to detect it per "
+            "soundtrack with a multilingual model (whisper-base where installed). Unset: en "
+            "for English-only models, detected by multilingual ones."
+        ),
+    ] = None,
+    speech_features: Annotated[
+        str,
+        typer.Option(
+            help="Speech feature sets, comma-separated: prosody (MFCC, pitch, energy), whisper "
+            "(the --asr-model's encoder states)."
+        ),
+    ] = "prosody",
     transcripts: Annotated[
         Path | None,
         typer.Option(exists=True, file_okay=False, help="Your own transcripts instead of ASR."),
@@ -334,7 +367,6 @@ def extract(
     debug: Debug = False,
 ) -> None:
     """Extract and cache per-frame features of every modality (resumable)."""
-    from dataclasses import replace
 
     from mmaffect.atomic import writable_dir
     from mmaffect.errors import MmaffectError
@@ -347,9 +379,10 @@ def extract(
         raise typer.Exit(2)
     try:
         from mmaffect.backends import extract_device
-        from mmaffect.features.words import WordConfig
+        from mmaffect.features.speech import speech_config
 
         where = _backend(backend, address, ray_workers, worker_cpus, worker_gpus)
+        words = word_config(asr_model, language, models_dir, "word" in modalities.split(","))
         options = ExtractOptions(
             modalities=parse_modalities(modalities),
             device=extract_device(device, where),
@@ -365,7 +398,8 @@ def extract(
             ),
             clip=ClipConfig(expression=str(expression_model)) if expression_model else ClipConfig(),
             transcripts=transcripts,
-            words=replace(WordConfig(), asr_model=asr_model, language=language),
+            speech=speech_config(speech_features, words.asr_model),
+            words=words,
             stall_seconds=stall_timeout,
         )
         writable_dir(cache, "--cache")
@@ -510,7 +544,9 @@ def train_cmd(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder.")] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or gpu.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [auto].")
+    ] = None,
     resume: Annotated[
         bool | None,
         typer.Option(
@@ -664,7 +700,9 @@ def ensemble_cmd(
         str,
         typer.Option(help="fit (weights chosen on the validation split) or equal (soft voting)."),
     ] = "fit",
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     debug: Debug = False,
 ) -> None:

@@ -102,19 +102,15 @@ class AudioSide:
         # mmaffect.media.soundtrack), so memory does not grow with its length.
         audio = opened.soundtrack()
         if "speech" in todo:
-            from mmaffect.features.speech import speech_features
-
-            beat("speech features")
-            with self.clock("speech features", timing.n_frames):
-                feats = speech_features(audio, timing, self.speech_config)
+            values, columns = self._speech(audio, timing)
             key, cfg = keys["speech"]
             self.cache.write(
                 key,
-                {"values": feats.values},
+                {"values": values},
                 timing=timing,
                 config=cfg,
                 source=signature,
-                columns=list(feats.column_names),
+                columns=columns,
             )
             result.computed.append("speech")
         if "word" in todo:
@@ -124,6 +120,35 @@ class AudioSide:
         if not audio.has_audio:
             result.notes.append(f"no audio ({audio.reason}): zero features, flags set")
         return result
+
+    def _speech(self, audio, timing: FrameTiming) -> tuple[np.ndarray, list[str]]:
+        """The speech entry: the chosen feature sets' columns side by side (``prosody``: MFCC,
+        pitch and energy; ``whisper``: the encoder states, ``whisper_0`` …)."""
+        config = self.speech_config
+        parts, columns = [], []
+        if "prosody" in config.features:
+            from mmaffect.features.speech import speech_features
+
+            beat("speech features")
+            with self.clock("speech features", timing.n_frames):
+                feats = speech_features(audio, timing, config)
+            parts.append(feats.values)
+            columns += feats.column_names
+        if "whisper" in config.features:
+            from mmaffect.features.whisper_states import whisper_frames
+
+            beat("whisper encoder")
+            with self.clock("Whisper encoder", timing.n_frames):
+                states = whisper_frames(
+                    audio,
+                    timing,
+                    model=config.whisper_model,
+                    models_dir=self.options.models_dir,
+                    device=self.options.device,
+                )
+            parts.append(states)
+            columns += [f"whisper_{i}" for i in range(states.shape[1])]
+        return (np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]), columns
 
     # -- words ----------------------------------------------------------------------------
 

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SPEECH_FEATURES_VERSION",
+    "SPEECH_FEATURE_SETS",
+    "normalize_speech_features",
+    "speech_config",
     "SpeechConfig",
     "SpeechFeatures",
     "speech_features",
@@ -46,6 +49,24 @@ SPEECH_FEATURES_VERSION = "speech-1"
 
 #: Rows of the autocorrelation gather done at once (bounds the temporary index arrays).
 _NACF_CHUNK = 2048
+
+
+#: The speech feature sets an entry can hold, in the order their columns are concatenated.
+SPEECH_FEATURE_SETS = ("prosody", "whisper")
+
+
+def normalize_speech_features(names: Any) -> tuple[str, ...]:
+    """``"prosody,whisper"`` or a sequence of names, checked, in :data:`SPEECH_FEATURE_SETS`
+    order; raises ``ValueError`` (unknown name or none)."""
+    given = names.split(",") if isinstance(names, str) else list(names)
+    given = [str(n).strip().lower() for n in given if str(n).strip()]
+    unknown = sorted(set(given) - set(SPEECH_FEATURE_SETS))
+    if unknown or not given:
+        raise ValueError(
+            f"unknown speech feature set(s) {', '.join(unknown) or '(none given)'}: "
+            f"choose among {', '.join(SPEECH_FEATURE_SETS)}"
+        )
+    return tuple(n for n in SPEECH_FEATURE_SETS if n in given)
 
 
 @dataclass(frozen=True)
@@ -75,8 +96,14 @@ class SpeechConfig:
     silence_floor_db: float = -70.0  # absolute: frames below this dBFS are silent
     silence_rel_db: float = 40.0  # relative: frames this many dB below the reference are silent
     silence_ref_percentile: float = 95.0  # reference = this percentile of the clip's hop levels
+    # Which feature sets make the entry, in SPEECH_FEATURE_SETS order: "prosody" (the MFCC, pitch
+    # and energy columns above) and "whisper" (Whisper encoder states, whisper_states.py, of
+    # the model named by whisper_model: the run's ASR model).
+    features: tuple[str, ...] = ("prosody",)
+    whisper_model: str = "whisper-tiny.en"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "features", normalize_speech_features(self.features))
         problems = []
         if self.sample_rate <= 0:
             problems.append("sample_rate must be positive")
@@ -143,7 +170,11 @@ class SpeechConfig:
         The version is included so that anything keyed on this dict (the feature cache hashes it)
         changes when the computation does. :meth:`from_dict` reads it back.
         """
-        return {**dataclasses.asdict(self), "version": SPEECH_FEATURES_VERSION}
+        data = {**dataclasses.asdict(self), "version": SPEECH_FEATURES_VERSION}
+        data["features"] = list(self.features)
+        if self.features == ("prosody",):  # the keys of caches made before the choice existed
+            del data["features"], data["whisper_model"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpeechConfig:
@@ -160,6 +191,19 @@ class SpeechConfig:
         from mmaffect.features.cache import config_hash
 
         return config_hash(self.to_dict())
+
+
+def speech_config(features: str, whisper_model: str) -> SpeechConfig:
+    """The default :class:`SpeechConfig` with the feature sets of ``--speech-features`` (the
+    Whisper states from ``whisper_model``, the run's ASR model); a bad name is an
+    :class:`~mmaffect.errors.InputError`."""
+    from mmaffect.errors import InputError
+
+    try:
+        chosen = normalize_speech_features(features)
+        return SpeechConfig(features=chosen, whisper_model=whisper_model)
+    except ValueError as e:
+        raise InputError(str(e), hint="e.g. --speech-features prosody,whisper") from None
 
 
 @dataclass

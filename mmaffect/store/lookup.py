@@ -127,6 +127,13 @@ def locate(name: str, models_dir: str | Path | None = None) -> Location:
     return loc
 
 
+def installed(name: str, models_dir: str | Path | None = None) -> bool:
+    """Whether a named model is here without downloading: found, or its parts installed."""
+    loc = locate(name, models_dir)
+    parts = loc.spec.assemble_parts
+    return loc.found or bool(parts and all(_package_dir(p) for p in parts))
+
+
 def verify(loc: Location) -> str:
     """Check a found model's sha256; raise :class:`ChecksumMismatch` with a fix-it hint."""
     weights = loc.weights_path()

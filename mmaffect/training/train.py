@@ -456,17 +456,17 @@ def _merge_csv(path: Path, previous: list[dict[str, str]]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
-def _accelerator(device: str) -> str:
-    import torch
+def _accelerator(device: str) -> tuple[str, list[int] | int]:
+    """Lightning's ``(accelerator, devices)`` for a ``--device`` value (``auto``, ``cpu``,
+    ``cuda``, ``cuda:N``; ``gpu``, the old spelling, is ``cuda``), checked up front."""
+    from mmaffect.devices import resolve_device
 
-    device = device.lower()
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if device in ("cuda", "gpu"):
-        return "gpu"
-    if device == "cpu":
-        return "cpu"
-    raise InputError(f"unknown device {device!r}", hint="auto, cpu or gpu")
+    text = str(device).strip().lower()
+    resolved = resolve_device("cuda" if text == "gpu" else text)
+    if resolved == "cpu":
+        return "cpu", 1
+    _, _, index = resolved.partition(":")
+    return "gpu", [int(index)] if index else 1
 
 
 @dataclass
@@ -479,6 +479,7 @@ class _Run:
     val_ds: Any
     module: Any
     accelerator: str
+    devices: list[int] | int
     precision: str
     resume_epoch: int | None  # epoch stored in out/last.ckpt when resuming
 
@@ -510,8 +511,28 @@ def _precision(config: TrainConfig, accelerator: str) -> str:
     if precision == "auto" or (
         accelerator == "cpu" and "16" in precision and "bf" not in precision
     ):
-        precision = "16-mixed" if accelerator == "gpu" else "32-true"
+        precision = _gpu_precision() if accelerator == "gpu" else "32-true"
     return precision
+
+
+def _gpu_precision() -> str:
+    """``bf16-mixed`` where the GPU has bfloat16 (Ampere and newer: no loss scaling), else
+    ``16-mixed``."""
+    import torch
+
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def _data_dims(dataset: Any, modalities: Any) -> dict[str, int]:
+    """``{modality: columns}`` of the cached features ``dataset`` serves (none for images)."""
+    if "image" in modalities:
+        return {}
+    item = dataset[0]
+    return {m: int(item[f"feat_{m}"].shape[-1]) for m in modalities if f"feat_{m}" in item}
+
+
+def _given_dims(config: TrainConfig) -> dict[str, int]:
+    return {k: int(v) for k, v in dict(config.model_hparams.get("dims") or {}).items()}
 
 
 def _check_dims(module: Any, dataset: Any) -> None:
@@ -579,7 +600,7 @@ def prepare(config: TrainConfig) -> _Run:
     _check_features(config)
     check_edition(config.task, config.edition)
     out = _checked_out(config)
-    accelerator = _accelerator(config.device)
+    accelerator, devices = _accelerator(config.device)
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_ds, val_ds, names = build_datasets(config)
     if len(train_ds) == 0 or len(val_ds) == 0:
@@ -589,6 +610,8 @@ def prepare(config: TrainConfig) -> _Run:
     if config.features:  # each set's width from the data, each set's entry by its hash
         model_hparams["dims"] = train_ds.widths()
         hashes = {**hashes, **train_ds.hashes}
+    elif data_dims := _data_dims(train_ds, config.modalities):  # window models: widths the
+        model_hparams["dims"] = {**data_dims, **_given_dims(config)}  # config does not set
     module = AffectModule(
         model_name=config.model,
         model_hparams=model_hparams,
@@ -620,7 +643,8 @@ def prepare(config: TrainConfig) -> _Run:
         # a fresh image model starts from the weights its backbone has (ImageNet, FER2013)
         load_pretrained(module.model.backbone, module.model.spec.name, config.models_dir)
     return _Run(
-        config, out, train_ds, val_ds, module, accelerator, _precision(config, accelerator),
+        config, out, train_ds, val_ds, module, accelerator, devices,
+        _precision(config, accelerator),
         resume_epoch,
     )  # fmt: skip
 
@@ -854,7 +878,7 @@ def _fit(run: _Run) -> TrainResult:
         trainer = L.Trainer(
             max_epochs=config.epochs,
             accelerator=run.accelerator,
-            devices=1,
+            devices=run.devices,
             precision=run.precision,
             callbacks=[best_cb, last_cb, progress],
             logger=logger,
