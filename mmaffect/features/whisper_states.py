@@ -9,10 +9,10 @@ per state; ``whisper-base``: 512), loaded once per process and shared with ASR.
 How the states are made, so that they do not depend on anything but the soundtrack:
 
 * the soundtrack is cut into consecutive 30 s windows from its first sample (the last one
-  shorter), whatever pieces it is read in (:mod:`mmaffect.media.soundtrack`: the remainder of
-  a piece waits for the next one); each window's log-mel spectrogram is computed by faster-whisper's own feature
-  extractor over that window alone and padded to 30 s as Whisper's training did, then
-  encoded (several windows per encoder call);
+  shorter), whatever pieces it is read in (:mod:`mmaffect.media.soundtrack`: the remainder
+  of a piece waits for the next one); each window's log-mel spectrogram is computed by
+  faster-whisper's own feature extractor over that window alone and padded to 30 s as
+  Whisper's training did, then encoded (several windows per encoder call);
 * state ``j`` of a window starting at ``s`` covers ``[s + 0.02 j, s + 0.02 (j + 1))`` on the
   audio's time line (``audio.start_time`` places it on the video timeline); states of the
   padding are dropped;
@@ -24,8 +24,8 @@ How the states are made, so that they do not depend on anything but the soundtra
 ASR (``faster-whisper``'s ``transcribe``) runs the encoder over other windows (the speech that
 its VAD keeps, at positions its decoding chooses), so the states are computed in a pass of
 their own: they are the same whether or not ASR ran, and whatever its settings. The cost is
-one encoder pass per 30 s of audio, a fraction of ASR's (``docs/benchmarks.md``). Memory is
-bounded by a few windows, whatever the length.
+one encoder pass per 30 s of audio (about 1.5 s per minute of audio on 2 CPU cores,
+``docs/benchmarks.md``). Memory is bounded by a few windows, whatever the length.
 """
 
 from __future__ import annotations
@@ -42,7 +42,14 @@ if TYPE_CHECKING:
     from mmaffect.media.audio import AudioTrack, NoAudio
     from mmaffect.media.soundtrack import Soundtrack
 
-__all__ = ["STATE_SECONDS", "WINDOW_SECONDS", "encoder_states", "whisper_frames"]
+__all__ = [
+    "STATE_SECONDS",
+    "WINDOW_SECONDS",
+    "encode_windows",
+    "encoder_states",
+    "states_to_frames",
+    "whisper_frames",
+]
 
 WINDOW_SECONDS = 30  # Whisper's input length
 STATE_SECONDS = 0.02  # one encoder state per two 10 ms mel hops
