@@ -82,7 +82,7 @@ def mmaffect_fold(fold_dir: Path, cache: Path, files, va, test, args) -> np.ndar
             folder / f"{path.stem}.txt", VideoLabels.from_values(path.stem, VA, values)
         )
     held_out = [f for f, t in zip(files, test, strict=True) if t]
-    preds, _ = train_and_predict(fold_dir, cache, "va", held_out, args)
+    preds, _ = train_and_predict(fold_dir, cache, "va", held_out, args, recipe=args.config)
     return np.stack([preds[p.stem].va.mean(axis=0) for p in held_out])
 
 
@@ -101,6 +101,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--stride", type=int, default=2, help="train on every Nth frame")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--speech-features", default="prosody", help="mmaffect extract --speech-features"
+    )
+    parser.add_argument("--config", type=Path, help="recipe [pipelines/fusion_va.yaml]")
     parser.add_argument("--limit", type=int, help="only the first N utterances (tests)")
     parser.add_argument("--work", type=Path, help="keep the cache and runs here (resumable)")
     parser.add_argument("--json", type=Path)
@@ -113,7 +117,7 @@ def main() -> None:
         files, va = files[: args.limit], va[: args.limit]
     work = args.work or Path(tempfile.mkdtemp(prefix="va_speech_"))
     start = time.perf_counter()
-    cache = extract_speech(files, work)
+    cache = extract_speech(files, work, args.speech_features)
     t_extract = time.perf_counter() - start
     x = opensmile_functionals(files, work / "egemaps.npz")
 
