@@ -71,7 +71,9 @@ def normalize_speech_features(names: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SpeechConfig:
-    """How the speech features are computed. Every field enters :meth:`config_hash`."""
+    """How the speech features are computed. Every field enters :meth:`config_hash`
+    (``features`` and ``whisper_model`` only when ``features`` is not the default
+    ``("prosody",)``, so that caches made before they existed keep their keys)."""
 
     sample_rate: int = 16_000  # Hz the analysis runs at; audio at another rate is resampled
     hop_ms: float = 10.0  # analysis hop (one MFCC / F0 / RMS value per hop)
