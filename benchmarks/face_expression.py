@@ -379,10 +379,14 @@ def main_models(args: argparse.Namespace, work: Path) -> None:
         print(f"{name}: {e['weighting']} weights {e['weights']} of {', '.join(e['members'])} "
               f"(PublicTest {e['publictest']}), {e['training_seconds']} s")  # fmt: skip
     report(None, test, rows)
+    write_figures(args, test, rows, runs=runs, ensembles=ensembles, models=args.models)
+
+
+def write_figures(args: argparse.Namespace, test: dict, rows: list[dict], **what) -> None:
+    """The JSON of ``--json``: ``what`` was evaluated, the PrivateTest facts, the rows and the
+    machine (load average at the end: were the cores shared?)."""
     figures = {
-        "runs": runs,
-        "ensembles": ensembles,
-        "models": args.models,
+        **what,
         "privatetest": test,
         "rows": rows,
         "threads": args.threads,
@@ -433,16 +437,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     test, rows = evaluate(Path(facts["checkpoint"]), work, args)
     report(facts, test, rows)
-    figures = {
-        "run": facts,
-        "privatetest": test,
-        "rows": rows,
-        "threads": args.threads,
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine(),
-        "data": str(DATA),
-    }
-    write_json(args.json, figures)
+    write_figures(args, test, rows, run=facts)
 
 
 def report(facts: dict | None, test: dict, rows: list[dict]) -> None:

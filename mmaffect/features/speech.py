@@ -201,9 +201,8 @@ def speech_config(features: str, whisper_model: str) -> SpeechConfig:
     :class:`~mmaffect.errors.InputError`."""
     from mmaffect.errors import InputError
 
-    try:
-        chosen = normalize_speech_features(features)
-        return SpeechConfig(features=chosen, whisper_model=whisper_model)
+    try:  # SpeechConfig checks and orders the names
+        return SpeechConfig(features=features, whisper_model=whisper_model)
     except ValueError as e:
         raise InputError(str(e), hint="e.g. --speech-features prosody,whisper") from None
 

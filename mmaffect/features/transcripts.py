@@ -500,10 +500,7 @@ def _check_language(model_name: str, model: Any | None, language: str | None) ->
     lang = (language or "").strip().lower() or None
     if lang == "auto":
         lang = None
-    english_only = model_name.endswith(".en") or (
-        model is not None and not model.model.is_multilingual
-    )
-    if english_only:
+    if english_only(model_name) or (model is not None and not model.model.is_multilingual):
         if lang not in (None, "en"):
             raise InputError(
                 f"Whisper model {model_name} is English-only: language must be 'en', "
