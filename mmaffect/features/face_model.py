@@ -36,6 +36,21 @@ def is_face_model_checkpoint(path: str | Path) -> bool:
     return list(_hyper_parameters(Path(path)).get("modalities") or []) == ["image"]
 
 
+def _load_net(path: Path, device: str) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint's network (eval mode, on ``device``) and its hyper-parameters, built as
+    ``AffectModule`` builds it but without importing Lightning (seconds saved per run)."""
+    import torch
+
+    from mmaffect.models import create_model
+
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    hp = dict(ckpt["hyper_parameters"])
+    net = create_model(hp["model_name"], **hp["model_hparams"])
+    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    net.load_state_dict(state)
+    return net.to(device).eval(), hp
+
+
 class FaceModel:
     """An image model checkpoint, ready to run on uint8 face crops.
 
@@ -53,7 +68,6 @@ class FaceModel:
         import torch
 
         from mmaffect.faces.crops import FaceCrop
-        from mmaffect.training.module import AffectModule
 
         self.checkpoint = Path(checkpoint)
         self.name = f"face model {self.checkpoint.name}"
@@ -66,10 +80,8 @@ class FaceModel:
                 hint="train one with mmaffect train --model face_cnn|dan|hybrid_cnn_transformer "
                 "--modalities image (docs/training.md)",
             )
-        module = AffectModule.load_from_checkpoint(str(self.checkpoint), map_location=device)
-        self.net = module.model.eval()
+        self.net, hp = _load_net(self.checkpoint, device)
         self.device = torch.device(device)
-        hp = module.hparams
         self.crop = FaceCrop.from_dict(self.net.hparams.get("crop"))
         self.size = int(self.net.input_size)
         self.dim = int(self.net.feature_dim)
