@@ -78,7 +78,7 @@ def test_speed_benchmark_runs(tmp_path, shared_env):
 @pytest.mark.slow
 def test_growth_benchmark_runs(shared_env):
     figures = run_benchmark(
-        "growth", "--minutes", "0.05", "--detect-size", "320", "--frame-crop", "112",
+        "growth", "--minutes", "0.05", "--detect-size", "320", "--detect-every", "8",
         env=shared_env,
     )  # fmt: skip
     (run,) = figures["runs"]

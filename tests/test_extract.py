@@ -84,6 +84,11 @@ def test_faces_and_vision_features(extracted):
     talking = entries(cache, "astronaut_talking")
     assert load(talking["faces"], "found").mean() >= 0.95
     assert load(talking["frame"], "values").shape[1] == 1280
+    # the default frame branch is the shipped face model: its expression outputs are kept
+    assert talking["frame"]["config"]["model"] == "fer2013_face_expression"
+    found = load(talking["frame"], "valid")
+    np.testing.assert_allclose(load(talking["frame"], "out_expr")[found].sum(1), 1.0, atol=1e-3)
+    assert talking["faces"]["config"]["detect_every"] == 4  # detection on key frames
     clip = talking["clip"]
     assert len(clip["columns"]) == 128 + 7 + 52 + 3 and clip["columns"][-3:] == [
         "yaw",

@@ -413,3 +413,29 @@ def test_start_up_chatter_is_silenced(model, capfd):
     quiet = capfd.readouterr().err
     assert "Feedback manager" in loud  # what mediapipe prints on every task creation
     assert "Feedback manager" not in quiet and "face_landmarker_graph" not in quiet
+
+
+def test_landmarker_queue_matches_calling_the_landmarker_in_turn(model):
+    """The queue of the extraction (MediaPipe a few chunks behind the networks, in its own
+    thread) hands back exactly what calling one landmarker chunk after chunk gives."""
+    from mmaffect.features.stages import StageClock
+    from mmaffect.features.vision import LandmarkerQueue
+
+    direct, _ = run_video(model, ASTRONAUT)
+    got: list[tuple[int, LandmarkerResult]] = []
+    clock = StageClock()
+    with FaceLandmarker(model) as lm:
+        queue = LandmarkerQueue(lm, clock, depth=2)
+        try:
+            for i, chunk in enumerate(iter_frames(ASTRONAUT, chunk_size=32)):
+                queue.submit(chunk.images, chunk.times, lambda r, i=i: got.append((i, r)))
+                assert len(got) >= i - 2  # never more than `depth` chunks behind
+            queue.drain()
+        finally:
+            queue.close()
+    assert [i for i, _ in got] == list(range(len(got)))  # in submission order
+    queued = LandmarkerResult.concat([r for _, r in got])
+    assert queued.found.mean() > 0.9
+    np.testing.assert_array_equal(queued.found, direct.found)
+    np.testing.assert_allclose(queued.blendshapes, direct.blendshapes, atol=1e-6)
+    assert clock.as_dict()["blendshapes (MediaPipe)"]["items"] == len(direct.found)

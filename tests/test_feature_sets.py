@@ -178,7 +178,8 @@ def test_feature_sets_of_real_clips_train_and_predict_through_the_cli(
         "--val-images", tmp_path / "fer" / "val", "--out", tmp_path / "face",
         "--models-dir", models_dir)  # fmt: skip
     cache, common = tmp_path / "cache", ["--no-progress", "--models-dir", models_dir]
-    cli("extract", clips, "--cache", cache, "--modalities", "frame,clip", *common)
+    cli("extract", clips, "--cache", cache, "--modalities", "frame,clip", "--frame-backbone",
+        "efficientnet_lite0", *common)  # fmt: skip
     cli("extract", clips, "--cache", cache, "--modalities", "frame", "--frame-model",
         tmp_path / "face" / "last.ckpt", *common)  # fmt: skip
     recipe = {"model": "affine_transformer", "task": "expr", "window": 5, "epochs": 1,

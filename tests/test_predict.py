@@ -279,7 +279,8 @@ def test_checkpoint_brings_its_extractor_settings_to_predict(tmp_path, models_di
     # (it used the defaults, and every video failed with "no complete 'frame' features").
     from mmaffect.features.vision import FrameConfig
 
-    ckpt = _train_tiny(tmp_path, models_dir, ("frame",), frame=FrameConfig(crop_size=112))
+    frame = FrameConfig.choose("efficientnet_lite0", 112)
+    ckpt = _train_tiny(tmp_path, models_dir, ("frame",), frame=frame)
     video = SAMPLES / "astronaut_silent_noaudio.mp4"
     out = tmp_path / "p"
     res = CliRunner().invoke(app, [
@@ -290,4 +291,5 @@ def test_checkpoint_brings_its_extractor_settings_to_predict(tmp_path, models_di
     lines = (out / "abaw3" / "EXPR" / f"{video.stem}.txt").read_text().splitlines()
     assert len(lines) == 75 + 1
     (frame_meta,) = (out / "cache" / video.stem).glob("frame-*/meta.json")
-    assert json.loads(frame_meta.read_text())["config"]["crop_size"] == 112
+    config = json.loads(frame_meta.read_text())["config"]
+    assert config["crop_size"] == 112 and config["model"] is None

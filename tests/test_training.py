@@ -557,10 +557,11 @@ def test_output_in_a_log_is_one_plain_line_per_epoch(data, tmp_path):
 
 
 def test_checkpoint_settings_make_the_same_cache_entries(tmp_path, models_dir):
-    """Train on ``extract --frame-crop 112`` features of real videos: the options rebuilt from
-    the checkpoint give its faces/frame/clip hashes, and a second extract with them finds every
-    entry, the speech and word ones (keyed on each video's frame grid) included. Each step runs
-    in its own process, as a user runs them (see the SIGPROF note in test_predict)."""
+    """Train on ``extract --frame-backbone efficientnet_lite0 --frame-crop 112 --detect-every
+    2`` features of real videos: the options rebuilt from the checkpoint give its
+    faces/frame/clip hashes, and a second extract with them finds every entry, the speech and
+    word ones (keyed on each video's frame grid) included. Each step runs in its own process,
+    as a user runs them (see the SIGPROF note in test_predict)."""
     import json
     import subprocess
     import sys
@@ -576,6 +577,7 @@ def test_checkpoint_settings_make_the_same_cache_entries(tmp_path, models_dir):
     cache = tmp_path / "cache"
     mm = [sys.executable, "-m", "mmaffect"]
     subprocess.run([*mm, "extract", *videos, "--cache", str(cache), "--frame-crop", "112",
+                    "--frame-backbone", "efficientnet_lite0", "--detect-every", "2",
                     "--models-dir", str(models_dir), "--no-progress"], check=True,
                    capture_output=True)  # fmt: skip
     rng = np.random.default_rng(0)
@@ -597,11 +599,16 @@ def test_checkpoint_settings_make_the_same_cache_entries(tmp_path, models_dir):
     configs, settings = saved["feature_configs"], saved["feature_settings"]
     assert set(configs) == {"faces", "frame", "clip"}  # speech/word keys depend on the video
     assert set(settings) == {"faces", "frame", "clip", "speech", "word"}
-    assert settings["frame"]["crop_size"] == 112
+    assert settings["frame"]["crop_size"] == 112 and settings["faces"]["detect_every"] == 2
     assert "grid" not in json.dumps(settings) and "n_frames" not in json.dumps(settings)
 
     options = extract_options_from_checkpoint(settings, ExtractOptions(models_dir=models_dir))
     assert options.frame.crop_size == 112 and options.models_dir == models_dir
+    assert options.frame.model is None and options.face.detect_every == 2
+    # settings recorded before detect_every existed were made detecting every frame
+    before = {**settings, "faces": {k: v for k, v in settings["faces"].items()
+                                    if k != "detect_every"}}  # fmt: skip
+    assert extract_options_from_checkpoint(before).face.detect_every == 1
     for vid in ("astronaut_talking", "no_face"):
         keys = vision_keys(vid, face_config_dict(options.face, False), options.frame, options.clip)
         assert {m: keys[m][0].config_hash for m in configs} == configs

@@ -14,6 +14,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from mmaffect import __version__
+from mmaffect.faces import DEFAULT_DETECT_EVERY
 from mmaffect.watchdog import DEFAULT_STALL_SECONDS
 
 
@@ -309,11 +310,15 @@ def extract(
         str, typer.Option(help="Whose face: main (followed across frames), left or right.")
     ] = "main",
     frame_backbone: Annotated[
-        str, typer.Option(help="Frame-branch backbone (registry name).")
-    ] = "efficientnet_lite0",
+        str | None,
+        typer.Option(
+            help="Frame-branch backbone (registry name, e.g. efficientnet_lite0: ImageNet) "
+            "instead of the default, the shipped face model (fer2013_face_expression)."
+        ),
+    ] = None,
     frame_crop: Annotated[
         int | None,
-        typer.Option(min=32, help="Aligned crop side for the frame backbone (default: its own)."),
+        typer.Option(min=32, help="Aligned crop side for --frame-backbone (default: its own)."),
     ] = None,
     frame_model: Annotated[
         Path | None,
@@ -332,6 +337,14 @@ def extract(
     detect_size: Annotated[
         int, typer.Option(min=64, help="Longest side frames are scaled to for face detection.")
     ] = 640,
+    detect_every: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Detect faces on every N-th frame and interpolate between key frames that "
+            "agree (every frame between those that do not); 1: detect on every frame.",
+        ),
+    ] = DEFAULT_DETECT_EVERY,
     asr_model: Annotated[
         str, typer.Option(help="Whisper model: whisper-tiny.en, whisper-base or a folder.")
     ] = "whisper-tiny.en",
@@ -390,11 +403,13 @@ def extract(
             workers=workers,
             models_dir=models_dir,
             force=force,
-            face=FaceConfig(max_side=detect_size, tracker=TrackerConfig(subject=subject)),
-            frame=FrameConfig(
-                backbone=frame_backbone,
-                crop_size=frame_crop,
-                model=str(frame_model) if frame_model else None,
+            face=FaceConfig(
+                max_side=detect_size,
+                detect_every=detect_every,
+                tracker=TrackerConfig(subject=subject),
+            ),
+            frame=FrameConfig.choose(
+                frame_backbone, frame_crop, str(frame_model) if frame_model else None
             ),
             clip=ClipConfig(expression=str(expression_model)) if expression_model else ClipConfig(),
             transcripts=transcripts,

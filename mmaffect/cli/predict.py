@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         WorkerGpus,
         err,
     )
+    from mmaffect.faces import DEFAULT_DETECT_EVERY
     from mmaffect.watchdog import DEFAULT_STALL_SECONDS
 
     @app.command("predict")
@@ -108,6 +109,14 @@ def register(app: typer.Typer) -> None:
         detect_size: Annotated[
             int, typer.Option(min=64, help="Longest side frames are scaled to for detection.")
         ] = 640,
+        detect_every: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                help="Detect faces on every N-th frame and interpolate between key frames that "
+                "agree (every frame between those that do not); 1: detect on every frame.",
+            ),
+        ] = DEFAULT_DETECT_EVERY,
         subject: Annotated[str, typer.Option(help="main, left or right.")] = "main",
         force: Annotated[bool, typer.Option(help="Recompute predictions already written.")] = False,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -153,7 +162,11 @@ def register(app: typer.Typer) -> None:
                 backend=_backend(backend, address, ray_workers, worker_cpus, worker_gpus),
                 extract=ExtractOptions(
                     models_dir=models_dir,
-                    face=FaceConfig(max_side=detect_size, tracker=TrackerConfig(subject=subject)),
+                    face=FaceConfig(
+                        max_side=detect_size,
+                        detect_every=detect_every,
+                        tracker=TrackerConfig(subject=subject),
+                    ),
                     stall_seconds=stall_timeout,
                 ),
             )

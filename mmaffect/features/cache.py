@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -93,8 +94,34 @@ class RowCountError(ValueError):
     """An array whose row count is not the video's frame count (a bug, never written)."""
 
 
+#: Rows per block when a whole array is checked or copied (bounded memory).
+BLOCK_ROWS = 4096
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process's memory. The mapping is shared
+    with its file, so what was written stays in the page cache (and reaches the file as
+    usual: :meth:`EntryWriter.commit` flushes) and pages touched again are read back.
+    Without this, every row written stays resident, and a long video's entries grow the
+    process by their size."""
+    mapping = getattr(arr, "_mmap", None)  # numpy's memmap keeps its mmap.mmap here
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """Whether a float array holds no NaN or inf, checked block by block (its pages
+    released after each block)."""
+    for start in range(0, arr.shape[0], BLOCK_ROWS):
+        if not np.all(np.isfinite(arr[start : start + BLOCK_ROWS])):
+            return False
+        release_pages(arr)
+    return True
+
+
 class EntryWriter:
-    """Writes an entry row block by row block into memory-mapped arrays (bounded memory).
+    """Writes an entry row block by row block into memory-mapped arrays (bounded memory:
+    :meth:`release` after each block keeps only the block being written resident).
 
     Use as a context manager; :meth:`commit` validates and publishes the entry, leaving the
     block (or an exception) discards everything written.
@@ -122,10 +149,15 @@ class EntryWriter:
         self.arrays[name] = arr
         return arr
 
+    def release(self) -> None:
+        """Drop the rows written so far from memory (:func:`release_pages`)."""
+        for arr in self.arrays.values():
+            release_pages(arr)
+
     def commit(self, *, columns: list[str] | None = None, extra: dict | None = None):
         for name, arr in self.arrays.items():
             arr.flush()
-            if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            if np.issubdtype(arr.dtype, np.floating) and not _all_finite(arr):
                 raise ValueError(f"{self.key.extractor} for {self.key.video_id}: {name!r} has NaN")
         values = self.arrays.get("values")
         if columns is not None and values is not None and values.shape[1] != len(columns):
@@ -227,7 +259,9 @@ class FeatureCache:
                     w.arrays[name] = out
                 else:
                     out = w.array(name, array.shape[1:], array.dtype)
-                out[...] = array
+                for start in range(0, max(len(array), 1), BLOCK_ROWS):
+                    out[start : start + BLOCK_ROWS] = array[start : start + BLOCK_ROWS]
+                    release_pages(out)
             return w.commit(columns=columns, extra=extra)
 
     def writer(

@@ -11,15 +11,21 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mmaffect.errors import InputError
+from mmaffect.faces import DEFAULT_DETECT_EVERY
 from mmaffect.faces.crops import box_crops
+from mmaffect.faces.keyframes import KeyframeDetector
 from mmaffect.faces.landmarker import BLENDSHAPE_NAMES, N_BLENDSHAPES
 from mmaffect.faces.tracking import SubjectTracker, TrackerConfig
 from mmaffect.features.cache import EntryKey, FeatureCache, config_hash, source_signature
@@ -27,6 +33,7 @@ from mmaffect.features.stages import StageClock
 from mmaffect.features.timing import FrameTiming
 from mmaffect.media.image_set import image_set_signature
 from mmaffect.media.source import OpenedSource
+from mmaffect.store.registry import FACE_EXPRESSION_MODEL
 from mmaffect.watchdog import beat, on_abandon
 
 FACE_VERSION = "1"
@@ -42,10 +49,15 @@ class FaceConfig:
     max_side: int = 640  # detection runs on frames downscaled to this longest side
     score_threshold: float = 0.6  # minimum face probability
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # detect on every N-th frame, interpolating in between (faces/keyframes.py); 1: every frame
+    detect_every: int = DEFAULT_DETECT_EVERY
     version: str = FACE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.detect_every == 1:  # every frame: the cache key of before the option existed
+            del d["detect_every"]
+        return d
 
 
 def _store_face_model(name: str | None) -> str | None:
@@ -77,16 +89,38 @@ def _checkpoint_sha256(path: str | None, recorded: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class FrameConfig:
-    backbone: str = "efficientnet_lite0"  # name in the frame-backbone registry
+    """The frame branch (``f_img``): by default the shipped face model (EfficientNet-Lite0
+    trained on FER2013 faces, 96 px: face-trained features, and the baseline's expressions
+    in the same pass); ``model=None`` runs the registry ``backbone`` instead."""
+
+    backbone: str = "efficientnet_lite0"  # name in the frame-backbone registry (model=None)
     crop_size: int | None = None  # aligned crop side; None: the backbone's own (224 for Lite0)
-    # a trained face model (face_cnn checkpoint) instead of the backbone: its features are
-    # f_img, its outputs are kept beside them; its crop and size are the checkpoint's
-    model: str | None = None
+    # a trained face model (a face_cnn checkpoint or store name) instead of the backbone: its
+    # features are f_img, its outputs are kept beside them; its crop and size are its own
+    model: str | None = FACE_EXPRESSION_MODEL
     model_sha256: str | None = None  # filled in from the file
     version: str = FRAME_VERSION
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_sha256", _checkpoint_sha256(self.model, self.model_sha256))
+
+    @classmethod
+    def choose(
+        cls, backbone: str | None = None, crop_size: int | None = None, model: str | None = None
+    ) -> FrameConfig:
+        """The frame branch of the command-line options: ``backbone`` (a registry network,
+        at ``crop_size``), ``model`` (a trained face model) or neither (the default)."""
+        if backbone is not None and model is not None:
+            raise InputError("give --frame-backbone or --frame-model, not both")
+        if backbone is not None:
+            return cls(backbone=backbone, crop_size=crop_size, model=None)
+        if crop_size is not None:
+            raise InputError(
+                "--frame-crop sets the crop of a --frame-backbone",
+                hint="a face model reads the crop it was trained with; add e.g. "
+                "--frame-backbone efficientnet_lite0",
+            )
+        return cls(model=model) if model is not None else cls()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +135,10 @@ class ClipConfig:
     # squared, as FER2013 frames its faces (measured: benchmarks/face_crop.py); a checkpoint
     # brings its own
     expression_crop: dict[str, Any] = field(default_factory=lambda: {"kind": "box", "scale": 1.0})
-    expression_flip: bool = True  # average each face and its mirror image
+    # average each face and its mirror image: off by default since the baseline's expressions
+    # come from the frame branch's face model (which flips); here it would double the cost of
+    # features the fusion models learn from either way
+    expression_flip: bool = False
     landmarker: str = "face_landmarker"  # model-store name of the MediaPipe bundle
     landmarker_crop: int = 256  # MediaPipe sees a square crop of this side around the face
     landmarker_margin: float = 1.8  # crop side = margin × the longer side of the face box
@@ -398,28 +435,38 @@ def output_widths(net) -> dict[str, int]:
     return {h: sizes[h] for h in net.heads}
 
 
-def _find_faces(chunk, arrays: _VisionArrays, models: VisionModels, tracker, organiser: bool):
-    """Fill the faces arrays of a chunk: organiser crops are whole faces, else detect + track."""
-    idx = chunk.indices
-    if organiser:
-        h, w = chunk.images.shape[1:3]
-        arrays.found[idx] = True
-        arrays.boxes[idx] = (0, 0, w, h)
-        arrays.scores[idx] = 1.0
-        arrays.landmarks[idx] = organiser_landmarks(w)
-        arrays.n_faces[idx] = 1
-        return
-    with models.clock("face detection", len(idx)):
-        dets = models.detector.detect(chunk.images)
-    for row, det in zip(idx, dets, strict=True):
-        arrays.n_faces[row] = len(det)
-        # image sets: each image on its own (a fresh tracker picks its most prominent face)
-        pick = (tracker or SubjectTracker(models.face.tracker)).update(det)
-        if pick is not None:
-            arrays.found[row] = True
-            arrays.boxes[row] = det.boxes[pick]
-            arrays.scores[row] = det.scores[pick]
-            arrays.landmarks[row] = det.landmarks[pick]
+class FaceFinder:
+    """Fills the faces arrays of a video's chunks, in order: organiser crops are whole faces;
+    otherwise the detector (on key frames, :class:`KeyframeDetector`) and the tracker that
+    follows one subject (image sets: each image on its own, no tracking, every image)."""
+
+    def __init__(self, models: VisionModels, kind: str):
+        self.models, self.organiser = models, kind == "frames"
+        self.tracker = None if kind == "images" else SubjectTracker(models.face.tracker)
+        every = 1 if kind == "images" else models.face.detect_every
+        self.detector = KeyframeDetector(lambda images: models.detector.detect(images), every)
+
+    def __call__(self, chunk, arrays: _VisionArrays) -> None:
+        idx = chunk.indices
+        if self.organiser:
+            h, w = chunk.images.shape[1:3]
+            arrays.found[idx] = True
+            arrays.boxes[idx] = (0, 0, w, h)
+            arrays.scores[idx] = 1.0
+            arrays.landmarks[idx] = organiser_landmarks(w)
+            arrays.n_faces[idx] = 1
+            return
+        with self.models.clock("face detection", len(idx)):
+            dets = self.detector(chunk.images, idx)
+        for row, det in zip(idx, dets, strict=True):
+            arrays.n_faces[row] = len(det)
+            # image sets: each image on its own (a fresh tracker picks its most prominent face)
+            pick = (self.tracker or SubjectTracker(self.models.face.tracker)).update(det)
+            if pick is not None:
+                arrays.found[row] = True
+                arrays.boxes[row] = det.boxes[pick]
+                arrays.scores[row] = det.scores[pick]
+                arrays.landmarks[row] = det.landmarks[pick]
 
 
 def _embed_faces(chunk, arrays: _VisionArrays, models: VisionModels, landmarker) -> None:
@@ -447,17 +494,59 @@ def _embed_faces(chunk, arrays: _VisionArrays, models: VisionModels, landmarker)
             crops = expression.crop.cut(chunk.images, boxes, lms, local, expression.size)
         with clock(f"expression ({expression.name})", len(rows)):
             feats, outputs = expression(crops)
-        with clock("blendshapes (MediaPipe)", len(rows)):
-            clip = models.clip
-            crops = box_crops(
-                chunk.images, boxes, local, clip.landmarker_crop, clip.landmarker_margin
-            )
-            lm = landmarker.process(crops, chunk.times[local])
-        arrays.clip_values[rows] = np.concatenate(
-            [feats, outputs["expr"], lm.blendshapes, lm.head_pose], axis=1
+        arrays.clip_values[rows, : feats.shape[1] + outputs["expr"].shape[1]] = np.concatenate(
+            [feats, outputs["expr"]], axis=1
         )
         arrays.clip_valid[rows] = True
-        arrays.landmarker_found[rows] = lm.found
+        clip = models.clip
+        crops = box_crops(chunk.images, boxes, local, clip.landmarker_crop, clip.landmarker_margin)
+        landmarker.submit(crops, chunk.times[local], partial(_store_landmarks, arrays, rows))
+
+
+def _store_landmarks(arrays: _VisionArrays, rows: np.ndarray, lm) -> None:
+    """The blendshapes and head pose of ``rows``: the clip entry's last columns."""
+    width = lm.blendshapes.shape[1] + lm.head_pose.shape[1]
+    arrays.clip_values[rows, -width:] = np.concatenate([lm.blendshapes, lm.head_pose], axis=1)
+    arrays.landmarker_found[rows] = lm.found
+
+
+class LandmarkerQueue:
+    """A video's MediaPipe landmarker, run in a thread of its own a few chunks behind the
+    networks: MediaPipe keeps about one core busy, and the detector and the CNNs use the
+    rest meanwhile. Chunks go through in order (one worker: VIDEO mode needs the frames in
+    time order); each result is handed to its ``done`` in the calling thread."""
+
+    def __init__(self, landmarker, clock: StageClock, depth: int = 2):
+        self.landmarker, self.clock, self.depth = landmarker, clock, depth
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="landmarker")
+        self._pending: deque = deque()
+
+    def _process(self, crops, times):
+        with self.clock("blendshapes (MediaPipe)", len(crops)):
+            return self.landmarker.process(crops, times)
+
+    def submit(self, crops, times, done: Callable) -> None:
+        self._pending.append((self._pool.submit(self._process, crops, times), done))
+        while len(self._pending) > self.depth:
+            self._finish_one()
+
+    def _finish_one(self) -> None:
+        future, done = self._pending.popleft()
+        while True:
+            try:
+                result = future.result(timeout=1.0)
+                break
+            except FutureTimeout:
+                beat("vision")  # MediaPipe still busy on an earlier chunk: not a stall
+        done(result)
+
+    def drain(self) -> None:
+        """Wait for every chunk submitted so far and store its results."""
+        while self._pending:
+            self._finish_one()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _close(chunks) -> None:
@@ -508,29 +597,45 @@ def run_vision(
             for n in todo
         }
         arrays = _VisionArrays.open(writers, cache, keys["faces"][0], models)
-        per_image = opened.source.kind == "images"  # no face followed from image to image
-        mode = "image" if per_image else "video"
-        landmarker = stack.enter_context(models.landmarker(mode)) if "clip" in writers else None
-        if landmarker is not None:
-            on_abandon(landmarker.abandon)  # stuck inside MediaPipe: never close it
-        tracker = None if per_image else SubjectTracker(models.face.tracker)
+        kind = opened.source.kind
+        landmarker = _landmarker_queue(stack, models, kind) if "clip" in writers else None
+        find_faces = FaceFinder(models, kind) if "faces" in writers else None
         seen = 0
         for chunk in chunks:
             beat("vision")
-            if "faces" in writers:
-                _find_faces(chunk, arrays, models, tracker, opened.source.kind == "frames")
+            if find_faces is not None:
+                find_faces(chunk, arrays)
             _embed_faces(chunk, arrays, models, landmarker)
+            for writer in writers.values():  # memory stays flat however long the video
+                writer.release()
             seen += len(chunk.indices)
             if on_frames:
                 on_frames(len(chunk.indices))
+        if landmarker is not None:
+            landmarker.drain()
         result.faces_found = int(np.asarray(arrays.found).sum())
-        for name in todo:
-            columns = clip_columns(models.expression) if name == "clip" else None
-            extra = {"frames_seen": seen}
-            if name == "faces" and per_image:  # which image each row is, and its size
-                extra["image_set"] = opened.info.listing()
-            if name == "frame" and arrays.frame_outputs:
-                net = models.backbone
-                extra.update(expr_names=list(net.expr_names), au_names=list(net.au_names))
-            writers[name].commit(columns=columns, extra=extra)
+        _commit(writers, arrays, models, opened, frames_seen=seen)
         return result
+
+
+def _landmarker_queue(stack: contextlib.ExitStack, models: VisionModels, kind: str):
+    """The video's MediaPipe landmarker behind a :class:`LandmarkerQueue`, closed by
+    ``stack`` (VIDEO mode follows the face; an image set is seen image by image)."""
+    mediapipe = stack.enter_context(models.landmarker("image" if kind == "images" else "video"))
+    on_abandon(mediapipe.abandon)  # stuck inside MediaPipe: never close it
+    landmarks = LandmarkerQueue(mediapipe, models.clock)
+    stack.callback(landmarks.close)
+    return landmarks
+
+
+def _commit(writers: dict, arrays: _VisionArrays, models: VisionModels, opened, frames_seen):
+    """Publish the entries written, with what each one's meta records beside the arrays."""
+    for name, writer in writers.items():
+        columns = clip_columns(models.expression) if name == "clip" else None
+        extra = {"frames_seen": frames_seen}
+        if name == "faces" and opened.source.kind == "images":  # each row's image and size
+            extra["image_set"] = opened.info.listing()
+        if name == "frame" and arrays.frame_outputs:
+            net = models.backbone
+            extra.update(expr_names=list(net.expr_names), au_names=list(net.au_names))
+        writer.commit(columns=columns, extra=extra)

@@ -8,8 +8,8 @@ of the ``clip`` entry. A feature set names where its values are:
 =====================  ========  ==========================================================
 name                   entry     what
 =====================  ========  ==========================================================
-``imagenet``           frame     the ImageNet backbone on the face (no ``--frame-model``)
-``face_cnn``           frame     a trained face model as the frame branch (``--frame-model``)
+``imagenet``           frame     the ImageNet backbone (``--frame-backbone efficientnet_lite0``)
+``face_cnn``           frame     a face model as the frame branch (the default, ``--frame-model``)
 ``expression``         clip      the expression net's features (``expr_feat_*``)
 ``expression_probs``   clip      its class probabilities (``p_*``)
 ``blendshapes``        clip      the 52 MediaPipe blendshapes (``bs_*``)

@@ -91,6 +91,11 @@ def _as_dict(config: Any) -> dict[str, Any]:
     return config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
 
 
+#: Settings added since features were first recorded, with the value that the recordings
+#: made before them mean (a setting left out of ``to_dict`` at that value).
+_ABSENT_MEANS: dict[str, dict[str, Any]] = {"faces": {"detect_every": 1}}
+
+
 def _rebuild(name: str, cls: type, recorded: Mapping[str, Any], **override: Any) -> Any:
     """``cls`` built from ``recorded``; its ``to_dict()`` must hash like the recorded settings
     (with ``override`` applied), else the current code cannot make those features."""
@@ -100,6 +105,8 @@ def _rebuild(name: str, cls: type, recorded: Mapping[str, Any], **override: Any)
     fields = {f.name for f in dataclasses.fields(cls)}
     # the version is this code's (a recorded older one is a difference, not a setting)
     args = {k: v for k, v in recorded.items() if k in fields and k != "version"}
+    absent = {k: v for k, v in _ABSENT_MEANS.get(name, {}).items() if k in fields}
+    args = {**absent, **args}
     try:
         built = cls(**{**args, **override})
     except (TypeError, ValueError, InputError) as e:
