@@ -85,6 +85,21 @@ def test_crops_box_and_template():
         FaceCrop.from_dict({"kind": "circle"})
 
 
+def test_box_crops_of_two_sizes_share_their_full_size_cut():
+    # the extraction cuts the face model's 96-px and mini-Xception's 64-px crops from one
+    # full-resolution cut: the same pixels as cutting each on its own
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (2, 240, 320, 3), dtype=np.uint8)
+    boxes = np.array([[100.3, 40.7, 231.9, 180.2], [10.0, 20.0, 60.0, 70.0]])
+    lms, idx, crop = np.zeros((2, 5, 2)), np.array([0, 1]), FaceCrop("box", 1.0)
+    natives: dict = {}
+    shared = [crop.cut(frames, boxes, lms, idx, size, natives) for size in (96, 64)]
+    alone = [crop.cut(frames, boxes, lms, idx, size) for size in (96, 64)]
+    for a, b in zip(shared, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert list(natives[1.0]) == [0]  # the 132-px face was cut once; the 50-px one is enlarged
+
+
 def test_class_folder_crops_are_cached_and_checked(shared_data, tmp_path):
     corpus = _fer_subset(shared_data, tmp_path / "fer", "train", 3)
     crops = class_folder_crops(corpus, tmp_path / "crops", size=96)

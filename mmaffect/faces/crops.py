@@ -32,10 +32,13 @@ def box_crops(
     size: int,
     scale: float,
     antialias: bool = False,
+    natives: dict[int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Square crops of side ``scale`` × the longer box side around each box's centre, resized
     to ``size`` (zero-padded at the frame border): ``(k, size, size, 3)`` uint8. ``antialias``
-    averages pixels when shrinking (else bilinear sampling)."""
+    averages pixels when shrinking (else bilinear sampling). ``natives`` keeps the
+    full-resolution crops of an antialiased cut by face, so that a second cut of the same
+    faces and scale at another size reuses them (the same pixels, one warp fewer)."""
     import cv2
 
     out = np.zeros((len(boxes), size, size, 3), np.uint8)
@@ -45,10 +48,14 @@ def box_crops(
         zoom = size / max(side, 1.0)
         # crop pixel = zoom * (frame pixel - top-left corner)
         if antialias and zoom < 1:  # cut at full resolution, then average down (warpAffine
-            # has no area interpolation)
-            native = max(int(round(side)), size)
-            m = np.array([[1, 0, native / 2 - cx], [0, 1, native / 2 - cy]], np.float64)
-            whole = cv2.warpAffine(images[fi], m, (native, native), flags=cv2.INTER_LINEAR)
+            # has no area interpolation); round(side) >= size here, whatever the size
+            whole = natives.get(k) if natives is not None else None
+            if whole is None:
+                native = int(round(side))
+                m = np.array([[1, 0, native / 2 - cx], [0, 1, native / 2 - cy]], np.float64)
+                whole = cv2.warpAffine(images[fi], m, (native, native), flags=cv2.INTER_LINEAR)
+                if natives is not None:
+                    natives[k] = whole
             out[k] = cv2.resize(whole, (size, size), interpolation=cv2.INTER_AREA)
             continue
         m = np.array([[zoom, 0, size / 2 - zoom * cx], [0, zoom, size / 2 - zoom * cy]])
@@ -89,11 +96,14 @@ class FaceCrop:
         landmarks: np.ndarray,
         frame_index: np.ndarray,
         size: int,
+        natives: dict[float, dict[int, np.ndarray]] | None = None,
     ) -> np.ndarray:
         """The crops of faces (frame pixels ``boxes`` (k, 4), ``landmarks`` (k, 5, 2)) in
-        ``images[frame_index]``: ``(k, size, size, 3)`` uint8."""
+        ``images[frame_index]``: ``(k, size, size, 3)`` uint8. ``natives`` (by scale, see
+        :func:`box_crops`) lets several networks' box crops of the same faces share work."""
         if self.kind == "box":
-            return box_crops(images, np.asarray(boxes), frame_index, size, self.scale, True)
+            memo = natives.setdefault(float(self.scale), {}) if natives is not None else None
+            return box_crops(images, np.asarray(boxes), frame_index, size, self.scale, True, memo)
         from mmaffect.faces.align import align_faces
 
         return align_faces(

@@ -478,10 +478,11 @@ def _embed_faces(chunk, arrays: _VisionArrays, models: VisionModels, landmarker)
         return
     clock = models.clock
     boxes, lms = np.asarray(arrays.boxes[rows]), np.asarray(arrays.landmarks[rows])
+    natives: dict = {}  # full-size box crops, shared by the networks that cut the same box
     if arrays.frame_values is not None:
         net = models.backbone
         with clock("align", len(rows)):
-            crops = net.crop.cut(chunk.images, boxes, lms, local, net.size)
+            crops = net.crop.cut(chunk.images, boxes, lms, local, net.size, natives)
         with clock(f"frame ({net.name})", len(rows)):
             feats, outputs = net(crops)
         arrays.frame_values[rows] = feats
@@ -491,7 +492,7 @@ def _embed_faces(chunk, arrays: _VisionArrays, models: VisionModels, landmarker)
     if arrays.clip_values is not None:
         expression = models.expression
         with clock("align", len(rows)):
-            crops = expression.crop.cut(chunk.images, boxes, lms, local, expression.size)
+            crops = expression.crop.cut(chunk.images, boxes, lms, local, expression.size, natives)
         with clock(f"expression ({expression.name})", len(rows)):
             feats, outputs = expression(crops)
         arrays.clip_values[rows, : feats.shape[1] + outputs["expr"].shape[1]] = np.concatenate(
