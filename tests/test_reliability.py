@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_video
+from conftest import REPO, make_video
 
 from mmaffect.errors import MediaError, StageStalled
 from mmaffect.faces import landmarker as landmarker_module
@@ -116,6 +116,40 @@ def test_cancelled_pass_stops_at_the_next_chunk_and_cleans_up(tmp_path, models_d
     assert _children(str(video)) == []
     assert not list((tmp_path / "cache").rglob("meta.json"))
     assert list((tmp_path / "cache").rglob("*.tmp")) == []
+
+
+def test_a_stuck_mediapipe_call_stalls_the_video_and_is_abandoned(
+    tmp_path, models_dir, monkeypatch
+):
+    # MediaPipe runs in a thread of its own behind the networks; the vision pass waits for it
+    # without beating, so a call that never returns is a stall the watchdog sees, and the
+    # landmarker is abandoned (never closed: closing would wait on the stuck call)
+    video = REPO / "sample_media" / "astronaut_talking.mp4"  # a face in every frame
+    opened = OpenedSource(MediaSource("talking", video, "video", "talking"), probe(video))
+    release = threading.Event()
+
+    def stuck(self, images, times=None, **kw):
+        release.wait()
+        return landmarker_module.LandmarkerResult.empty(len(images))
+
+    monkeypatch.setattr(landmarker_module.FaceLandmarker, "process", stuck)
+    abandoned = []
+    monkeypatch.setattr(landmarker_module.FaceLandmarker, "abandon",
+                        lambda self: abandoned.append(self))  # fmt: skip
+    models = _vision_models(models_dir)
+    assert models.detector and models.backbone and models.expression  # loaded before the clock
+    threads = WatchedThreads(1, stall_seconds=2.0)
+    work = threads.submit(
+        lambda: run_vision(opened, cache=FeatureCache(tmp_path / "cache"), models=models,
+                           wanted={"clip"}, batch_size=8),
+        heartbeat=Heartbeat("vision"),
+    )  # fmt: skip
+    try:
+        with pytest.raises(StageStalled, match="no progress for 2 s in stage 'vision'"):
+            threads.result(work)
+        assert len(abandoned) == 1
+    finally:
+        release.set()
 
 
 def test_watched_thread_that_stops_beating_is_given_up():

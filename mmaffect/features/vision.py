@@ -13,8 +13,6 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -515,30 +513,41 @@ class LandmarkerQueue:
     """A video's MediaPipe landmarker, run in a thread of its own a few chunks behind the
     networks: MediaPipe keeps about one core busy, and the detector and the CNNs use the
     rest meanwhile. Chunks go through in order (one worker: VIDEO mode needs the frames in
-    time order); each result is handed to its ``done`` in the calling thread."""
+    time order); each result is handed to its ``done`` in the calling thread.
+
+    The caller waits for results without beating (:mod:`mmaffect.watchdog`), so a MediaPipe
+    call that never returns stalls the video as it did when called in line; the worker is a
+    daemon thread, so it cannot hold the interpreter at exit.
+    """
 
     def __init__(self, landmarker, clock: StageClock, depth: int = 2):
         self.landmarker, self.clock, self.depth = landmarker, clock, depth
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="landmarker")
+        self._jobs: queue.Queue = queue.Queue()
         self._pending: deque = deque()
+        self._thread = threading.Thread(target=self._work, daemon=True, name="landmarker")
+        self._thread.start()
 
-    def _process(self, crops, times):
-        with self.clock("blendshapes (MediaPipe)", len(crops)):
-            return self.landmarker.process(crops, times)
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            crops, times, answer = job
+            try:
+                with self.clock("blendshapes (MediaPipe)", len(crops)):
+                    answer.put(self.landmarker.process(crops, times))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                answer.put(e)
 
     def submit(self, crops, times, done: Callable) -> None:
-        self._pending.append((self._pool.submit(self._process, crops, times), done))
+        answer: queue.Queue = queue.Queue(maxsize=1)
+        self._jobs.put((crops, times, answer))
+        self._pending.append((answer, done))
         while len(self._pending) > self.depth:
             self._finish_one()
 
     def _finish_one(self) -> None:
-        future, done = self._pending.popleft()
-        while True:
-            try:
-                result = future.result(timeout=1.0)
-                break
-            except FutureTimeout:
-                beat("vision")  # MediaPipe still busy on an earlier chunk: not a stall
+        answer, done = self._pending.popleft()
+        result = answer.get()
+        if isinstance(result, BaseException):
+            raise result
         done(result)
 
     def drain(self) -> None:
@@ -547,7 +556,13 @@ class LandmarkerQueue:
             self._finish_one()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the worker once the call in progress (if any) returns; queued chunks are
+        dropped."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._jobs.get_nowait()
+        self._jobs.put(None)
+        self._thread.join()
 
 
 def _close(chunks) -> None:
