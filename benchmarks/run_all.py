@@ -9,7 +9,8 @@ in its own process with its defaults; its table goes to the terminal and OUT/NAM
 long cost-growth run (1, 5 and 20-minute videos, over an hour on 2 CPU cores) runs only with
 ``--growth``; ``face_expression`` trains a face model on FER2013 (about an hour on 2 CPU
 cores). A failed benchmark does not stop the others; the exit code is 1 if any failed.
-The reference systems need the benchmark extra: ``pip install -e '.[bench]'``.
+The reference systems need the benchmark extra and ``scale`` the Ray one: ``pip install -e
+'.[bench,ray]'``; ``gpu`` runs only where PyTorch sees a CUDA device.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS: dict[str, list[str]] = {
     "decode": [],
     "speed": [],
+    "face_levers": [],
+    "gpu": [],  # only where CUDA is (skipped otherwise)
+    "scale": [],  # needs the ray extra
     "expression_accuracy": ["--train-speech"],
     "face_expression": [],
     "speech_emotion": [],
@@ -35,6 +39,12 @@ BENCHMARKS: dict[str, list[str]] = {
 }
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
@@ -42,6 +52,9 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated benchmark names")
     args = parser.parse_args()
     names = [n for n in BENCHMARKS if n != "growth" or args.growth]
+    if "gpu" in names and not _has_cuda():
+        print("gpu: skipped (no CUDA device here)")
+        names.remove("gpu")
     if args.only:
         wanted = args.only.split(",")
         unknown = [n for n in wanted if n not in BENCHMARKS]

@@ -75,6 +75,31 @@ def test_speed_benchmark_runs(tmp_path, shared_env):
     assert f["peak_rss_mb"] > 100
 
 
+def test_gpu_benchmark_says_why_it_cannot_run_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: test_gpu_benchmark_runs measures it")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1
+    assert "no CUDA device here" in proc.stderr and "benchmarks/speed.py" in proc.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_gpu_benchmark_runs(shared_env, shared_data):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    video = sorted((shared_data / "video" / "ravdess_av_actor05").glob("*.mp4"))[0]
+    figures = run_benchmark("gpu", video, env=shared_env)
+    (run,) = figures["videos"]
+    assert run["frames"] > 90 and run["end_to_end_fps"] > 0
+    assert run["samples"] > 0 and run["gpu_mem_peak_mib"] > 0  # nvidia-smi saw the run
+
+
 @pytest.mark.slow
 def test_growth_benchmark_runs(shared_env):
     figures = run_benchmark(
