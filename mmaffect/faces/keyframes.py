@@ -6,9 +6,10 @@ the last frame of each chunk, so that a chunk never waits for the next one; the 
 frame too). Between two key frames ``a`` and ``b`` the faces are interpolated linearly (box,
 five landmarks; score the lower of the two) when the two key frames agree:
 
-* the same number of faces, each face of ``a`` overlapping one of ``b`` by at least
-  ``min_iou`` (and the other way round), so nobody entered, left or jumped (a scene cut);
-* every face at least ``min_score`` sure in both, so an uncertain face is not carried over.
+* the same number of faces, each face of ``a`` overlapping its own face of ``b`` by an IoU of
+  at least :data:`MIN_IOU`, so nobody entered, left or jumped (a scene cut);
+* every face at least :data:`MIN_SCORE` sure in both, so an uncertain face is not carried
+  over.
 
 Where they disagree, every frame in between is detected. The subject tracker then runs over
 every frame as before, on real or interpolated detections alike.
