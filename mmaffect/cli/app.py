@@ -79,6 +79,14 @@ AudioDirs = Annotated[
 Fps = Annotated[
     float | None, typer.Option("--fps", help="Frame rate of frame folders whose id has none.")
 ]
+DetectEvery = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Detect faces on every N-th frame and interpolate between key frames that agree "
+        "(every frame between those that do not); 1: detect on every frame.",
+    ),
+]
 StallTimeout = Annotated[
     float,
     typer.Option(
@@ -337,14 +345,7 @@ def extract(
     detect_size: Annotated[
         int, typer.Option(min=64, help="Longest side frames are scaled to for face detection.")
     ] = 640,
-    detect_every: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Detect faces on every N-th frame and interpolate between key frames that "
-            "agree (every frame between those that do not); 1: detect on every frame.",
-        ),
-    ] = DEFAULT_DETECT_EVERY,
+    detect_every: DetectEvery = DEFAULT_DETECT_EVERY,
     asr_model: Annotated[
         str, typer.Option(help="Whisper model: whisper-tiny.en, whisper-base or a folder.")
     ] = "whisper-tiny.en",

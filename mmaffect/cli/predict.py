@@ -12,6 +12,7 @@ def register(app: typer.Typer) -> None:
         AudioDirs,
         BackendName,
         Debug,
+        DetectEvery,
         Fps,
         Inputs,
         ModelsDir,
@@ -109,14 +110,7 @@ def register(app: typer.Typer) -> None:
         detect_size: Annotated[
             int, typer.Option(min=64, help="Longest side frames are scaled to for detection.")
         ] = 640,
-        detect_every: Annotated[
-            int,
-            typer.Option(
-                min=1,
-                help="Detect faces on every N-th frame and interpolate between key frames that "
-                "agree (every frame between those that do not); 1: detect on every frame.",
-            ),
-        ] = DEFAULT_DETECT_EVERY,
+        detect_every: DetectEvery = DEFAULT_DETECT_EVERY,
         subject: Annotated[str, typer.Option(help="main, left or right.")] = "main",
         force: Annotated[bool, typer.Option(help="Recompute predictions already written.")] = False,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,

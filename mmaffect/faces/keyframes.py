@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mmaffect.faces.retinaface import Detections
+from mmaffect.faces.tracking import iou_matrix
 
 MIN_IOU = 0.5  # key frames whose faces overlap less than this are re-detected in between
 MIN_SCORE = 0.8  # a face less sure than this at either key frame: re-detect in between
@@ -47,20 +48,11 @@ def _match(a: Detections, b: Detections) -> np.ndarray | None:
         return np.zeros(0, int)
     if min(a.scores.min(), b.scores.min()) < MIN_SCORE:
         return None
-    ious = _iou_matrix(a.boxes, b.boxes)
+    ious = iou_matrix(a.boxes, b.boxes)
     match = ious.argmax(axis=1)
     if len(set(match.tolist())) != len(a) or ious[np.arange(len(a)), match].min() < MIN_IOU:
         return None
     return match
-
-
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=-1)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _between(a: Detections, b: Detections, match: np.ndarray, t: float) -> Detections:

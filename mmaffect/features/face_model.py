@@ -19,36 +19,37 @@ from mmaffect.errors import InputError
 __all__ = ["FaceModel", "is_face_model_checkpoint"]
 
 
-def _hyper_parameters(path: Path) -> dict[str, Any]:
+def _read(path: Path, device: str = "cpu") -> dict[str, Any]:
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location=device, weights_only=False)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise InputError(f"{path}: not a checkpoint written by mmaffect train ({e})") from None
-    return dict(ckpt.get("hyper_parameters") or {})
+
+
+def _is_face_model(ckpt: dict[str, Any]) -> bool:
+    hp = ckpt.get("hyper_parameters") or {}
+    return list(hp.get("modalities") or []) == ["image"]
 
 
 def is_face_model_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is a checkpoint of an image model: one that reads face crops
     (``modalities == ["image"]``: ``face_cnn``, ``dan``, ``hybrid_cnn_transformer``, an ensemble
     of them)."""
-    return list(_hyper_parameters(Path(path)).get("modalities") or []) == ["image"]
+    return _is_face_model(_read(Path(path)))
 
 
-def _load_net(path: Path, device: str) -> tuple[Any, dict[str, Any]]:
-    """The checkpoint's network (eval mode, on ``device``) and its hyper-parameters, built as
-    ``AffectModule`` builds it but without importing Lightning (seconds saved per run)."""
-    import torch
-
+def _build_net(ckpt: dict[str, Any], device: str) -> Any:
+    """The checkpoint's network (eval mode, on ``device``), built as ``AffectModule`` builds
+    it but without importing Lightning (seconds saved per run)."""
     from mmaffect.models import create_model
 
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    hp = dict(ckpt["hyper_parameters"])
+    hp = ckpt["hyper_parameters"]
     net = create_model(hp["model_name"], **hp["model_hparams"])
     state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     net.load_state_dict(state)
-    return net.to(device).eval(), hp
+    return net.to(device).eval()
 
 
 class FaceModel:
@@ -73,14 +74,15 @@ class FaceModel:
         self.name = f"face model {self.checkpoint.name}"
         if not self.checkpoint.is_file():
             raise InputError(f"{self.checkpoint}: no such checkpoint file")
-        if not is_face_model_checkpoint(self.checkpoint):
+        ckpt = _read(self.checkpoint, device)
+        if not _is_face_model(ckpt):
             raise InputError(
                 f"{self.checkpoint} is not a face model checkpoint (an image model, modalities "
                 "image)",
                 hint="train one with mmaffect train --model face_cnn|dan|hybrid_cnn_transformer "
                 "--modalities image (docs/training.md)",
             )
-        self.net, hp = _load_net(self.checkpoint, device)
+        self.net, hp = _build_net(ckpt, device), dict(ckpt["hyper_parameters"])
         self.device = torch.device(device)
         self.crop = FaceCrop.from_dict(self.net.hparams.get("crop"))
         self.size = int(self.net.input_size)
