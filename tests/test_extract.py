@@ -140,6 +140,30 @@ def test_speech_and_words(extracted):
     assert len(grid_words) >= 3 and grid_words[-1] == "now"
 
 
+def test_audio_entries_equal_the_whole_track_computed_in_memory(extracted, models_dir):
+    """The audio side reads the soundtrack in pieces and writes its entries block by block
+    into the cache; the rows equal the whole track's features and word rows made in memory."""
+    from mmaffect.features.speech import speech_features
+    from mmaffect.features.timing import FrameTiming
+    from mmaffect.features.transcripts import Transcript
+    from mmaffect.features.words import DEFAULT_ENCODER, WordEncoder, word_frames
+    from mmaffect.media import load_audio
+
+    cache, _ = extracted
+    talking = entries(cache, "astronaut_talking")
+    timing = FrameTiming(**talking["speech"]["timing"])
+    whole = speech_features(load_audio(SAMPLES / "astronaut_talking.mp4"), timing)
+    np.testing.assert_allclose(load(talking["speech"], "values"), whole.values, atol=1e-5)
+    assert talking["speech"]["columns"] == list(whole.column_names)
+
+    transcript = Transcript.from_json(talking["word"]["transcript"])
+    encoder = WordEncoder(DEFAULT_ENCODER, "cpu", models_dir=models_dir)
+    grid = word_frames(transcript, encoder.encode(transcript.texts), timing)
+    np.testing.assert_array_equal(load(talking["word"], "word_index"), grid.word_index)
+    np.testing.assert_allclose(load(talking["word"], "values"), grid.values, atol=1e-5)
+    assert talking["word"]["columns"] == grid.column_names()
+
+
 def test_without_overlap_the_features_are_the_same(extracted, shared_data, models_dir, tmp_path):
     """``overlap=False`` (benchmarks/speed.py) runs the steps one after the other, same output."""
     cache, _ = extracted

@@ -73,6 +73,27 @@ def test_streaming_writer_discards_on_error(tmp_path):
     assert not cache.entry_dir(key).exists() and list((tmp_path / "vid").iterdir()) == []
 
 
+def test_fill_writes_block_by_block(tmp_path, monkeypatch):
+    import mmaffect.features.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "BLOCK_ROWS", 7)
+    cache = FeatureCache(tmp_path)
+    key = EntryKey("vid", "word", "2" * 64)
+    asked = []
+
+    def rows(start: int, stop: int) -> np.ndarray:
+        asked.append((start, stop))
+        return np.arange(start, stop, dtype=np.float32)[:, None] * [1.0, -1.0]
+
+    with cache.writer(key, timing=FrameTiming(25.0, 30), config={}) as w:
+        w.fill(w.array("values", (2,)), rows)
+        w.commit()
+    assert asked == [(0, 7), (7, 14), (14, 21), (21, 28), (28, 30)]
+    values = np.asarray(cache.load(key)["values"])
+    np.testing.assert_array_equal(values[:, 0], np.arange(30))
+    np.testing.assert_array_equal(values[:, 1], -np.arange(30))
+
+
 def _rss_file_mb() -> float:
     """This process's resident file-backed memory (memory maps), MB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():

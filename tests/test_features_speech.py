@@ -338,6 +338,23 @@ def test_one_frame_blocks_equal_one_shot():
     assert one_shot.column("silent").sum() >= 10 and one_shot.column("voiced").mean() > 0.5
 
 
+def test_out_fills_a_memory_map_as_a_new_array_would(shared_data, tmp_path, monkeypatch):
+    """``out=``: the extraction computes the features straight into the cache entry's
+    memory-mapped rows, released block by block; the rows equal the in-memory result."""
+    monkeypatch.setattr(speech, "BLOCK_ROWS", 37)  # several release blocks
+    audio = load_audio(shared_data / "asr/whisper_jfk/jfk.flac")
+    timing = FrameTiming(30.0, 330)
+    in_memory = speech_features(audio, timing, block_seconds=2.0)
+    out = np.lib.format.open_memmap(
+        tmp_path / "values.npy", mode="w+", dtype=np.float32, shape=(330, CFG.dim)
+    )
+    mapped = speech_features(audio, timing, block_seconds=2.0, out=out)
+    assert mapped.values is out
+    np.testing.assert_array_equal(np.load(tmp_path / "values.npy"), in_memory.values)
+    with pytest.raises(ValueError, match="out has shape"):
+        speech_features(audio, timing, out=np.zeros((329, CFG.dim), np.float32))
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -102,16 +103,7 @@ class AudioSide:
         # mmaffect.media.soundtrack), so memory does not grow with its length.
         audio = opened.soundtrack()
         if "speech" in todo:
-            values, columns = self._speech(audio, timing)
-            key, cfg = keys["speech"]
-            self.cache.write(
-                key,
-                {"values": values},
-                timing=timing,
-                config=cfg,
-                source=signature,
-                columns=columns,
-            )
+            self._speech(audio, timing, keys["speech"], signature)
             result.computed.append("speech")
         if "word" in todo:
             beat("words")
@@ -121,34 +113,42 @@ class AudioSide:
             result.notes.append(f"no audio ({audio.reason}): zero features, flags set")
         return result
 
-    def _speech(self, audio, timing: FrameTiming) -> tuple[np.ndarray, list[str]]:
+    def _speech(self, audio, timing: FrameTiming, key_cfg, signature: dict) -> None:
         """The speech entry: the chosen feature sets' columns side by side (``prosody``: MFCC,
-        pitch and energy; ``whisper``: the encoder states, ``whisper_0`` …)."""
+        pitch and energy, computed into the entry's rows as the soundtrack's pieces arrive;
+        ``whisper``: the encoder states, ``whisper_0`` …)."""
         config = self.speech_config
-        parts, columns = [], []
-        if "prosody" in config.features:
-            from mmaffect.features.speech import speech_features
+        states = self._whisper_states(audio, timing) if "whisper" in config.features else None
+        prosody = config.dim if "prosody" in config.features else 0
+        width = prosody + (0 if states is None else states.shape[1])
+        key, cfg = key_cfg
+        with self.cache.writer(key, timing=timing, config=cfg, source=signature) as w:
+            values = w.array("values", (width,))
+            columns = []
+            if prosody:
+                from mmaffect.features.speech import speech_features
 
-            beat("speech features")
-            with self.clock("speech features", timing.n_frames):
-                feats = speech_features(audio, timing, config)
-            parts.append(feats.values)
-            columns += feats.column_names
-        if "whisper" in config.features:
-            from mmaffect.features.whisper_states import whisper_frames
+                beat("speech features")
+                with self.clock("speech features", timing.n_frames):
+                    speech_features(audio, timing, config, out=values[:, :prosody])
+                columns += list(config.column_names)
+            if states is not None:
+                w.fill(values[:, prosody:], lambda a, b: states[a:b])
+                columns += [f"whisper_{i}" for i in range(states.shape[1])]
+            w.commit(columns=columns)
 
-            beat("whisper encoder")
-            with self.clock("Whisper encoder", timing.n_frames):
-                states = whisper_frames(
-                    audio,
-                    timing,
-                    model=config.whisper_model,
-                    models_dir=self.options.models_dir,
-                    device=self.options.device,
-                )
-            parts.append(states)
-            columns += [f"whisper_{i}" for i in range(states.shape[1])]
-        return (np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]), columns
+    def _whisper_states(self, audio, timing: FrameTiming) -> np.ndarray:
+        from mmaffect.features.whisper_states import whisper_frames
+
+        beat("whisper encoder")
+        with self.clock("Whisper encoder", timing.n_frames):
+            return whisper_frames(
+                audio,
+                timing,
+                model=self.speech_config.whisper_model,
+                models_dir=self.options.models_dir,
+                device=self.options.device,
+            )
 
     # -- words ----------------------------------------------------------------------------
 
@@ -224,21 +224,26 @@ class AudioSide:
         return transcript, path
 
     def _words(self, opened, audio, timing, key_cfg, signature) -> int:
-        from mmaffect.features.words import word_frames
+        """The word entry, written block by block (no whole-video copy of its rows)."""
+        from mmaffect.features.words import (
+            checked_embeddings,
+            word_columns,
+            word_index,
+            word_rows,
+        )
 
         transcript, path = self.transcript(opened, audio, signature)
         encoder = self.encoder()
         with self.clock("word embeddings", len(transcript.words)):
-            embeddings = encoder.encode(transcript.texts)
-        frames = word_frames(transcript, embeddings, timing)
+            embeddings = checked_embeddings(transcript, encoder.encode(transcript.texts))
+        index = word_index(transcript, timing)
         key, cfg = key_cfg
-        self.cache.write(
-            key,
-            {"values": frames.values, "word_index": frames.word_index.astype(np.int32)},
-            timing=timing,
-            config=cfg,
-            source=signature,
-            columns=frames.column_names(),
-            extra={"words": list(frames.words), "transcript": str(path)},
-        )
+        hidden = int(embeddings.shape[1])
+        with self.cache.writer(key, timing=timing, config=cfg, source=signature) as w:
+            w.fill(w.array("values", (hidden + 1,)), partial(word_rows, index, embeddings))
+            w.fill(w.array("word_index", (), np.int32), lambda a, b: index[a:b])
+            w.commit(
+                columns=word_columns(hidden),
+                extra={"words": list(transcript.texts), "transcript": str(path)},
+            )
         return len(transcript.words)

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,14 @@ class EntryWriter:
         self.arrays[name] = arr
         return arr
 
+    def fill(self, arr: np.ndarray, rows: Callable[[int, int], np.ndarray]) -> None:
+        """Fill ``arr`` (an array of this entry) block by block with ``rows(start, stop)``,
+        releasing each block once written."""
+        for start in range(0, arr.shape[0], BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, arr.shape[0])
+            arr[start:stop] = rows(start, stop)
+            release_pages(arr)
+
     def release(self) -> None:
         """Drop the rows written so far from memory (:func:`release_pages`)."""
         for arr in self.arrays.values():
@@ -259,9 +268,7 @@ class FeatureCache:
                     w.arrays[name] = out
                 else:
                     out = w.array(name, array.shape[1:], array.dtype)
-                for start in range(0, max(len(array), 1), BLOCK_ROWS):
-                    out[start : start + BLOCK_ROWS] = array[start : start + BLOCK_ROWS]
-                    release_pages(out)
+                w.fill(out, lambda a, b, array=array: array[a:b])
             return w.commit(columns=columns, extra=extra)
 
     def writer(

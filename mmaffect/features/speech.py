@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmaffect.features.cache import BLOCK_ROWS, release_pages
 from mmaffect.features.timing import FrameTiming
 
 if TYPE_CHECKING:
@@ -239,6 +240,7 @@ def speech_features(
     config: SpeechConfig | None = None,
     *,
     block_seconds: float = 30.0,
+    out: np.ndarray | None = None,
 ) -> SpeechFeatures:
     """Compute MFCC, deltas, pitch, voicing and energy aligned to a video's frames.
 
@@ -259,6 +261,11 @@ def speech_features(
     block_seconds : float
         Audio analysed per block (bounds memory on long recordings). Blocks hold whole video
         frames plus context, so the result does not depend on it beyond float rounding.
+    out : numpy.ndarray, optional
+        A zero-filled ``(timing.n_frames, config.dim)`` float32 array to fill instead of a new
+        one, e.g. a cache entry's memory-mapped rows (then released block by block as they are
+        written, :func:`~mmaffect.features.cache.release_pages`, so a long video's rows do not
+        stay in memory).
 
     Returns
     -------
@@ -285,7 +292,9 @@ def speech_features(
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be positive, got {block_seconds}")
     names = config.column_names
-    values = np.zeros((n_frames, config.dim), dtype=np.float32)
+    values = np.zeros((n_frames, config.dim), dtype=np.float32) if out is None else out
+    if values.shape != (n_frames, config.dim):
+        raise ValueError(f"out has shape {values.shape}, expected {(n_frames, config.dim)}")
     result = SpeechFeatures(values=values, column_names=names, timing=timing, config=config)
     if n_frames == 0:
         return result
@@ -400,6 +409,7 @@ class _SpeechStream:
             self.values[fa + start : fa + stop, :n_cep] = mean[:, :n_cep]
             self.frame_power[start:stop] = mean[:, n_cep]
             self.done = stop
+            release_pages(self.values)
 
     def finish(self) -> None:
         """Compute the frames left, then the silence, voicing and pitch columns."""
@@ -449,7 +459,11 @@ class _SpeechStream:
         block = values[rows]
         block[silent, : col["silent"]] = 0.0
         block[silent, col["silent"]] = 1.0
-        np.nan_to_num(values, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        for start in range(0, len(values), BLOCK_ROWS):
+            np.nan_to_num(
+                values[start : start + BLOCK_ROWS], copy=False, nan=0.0, posinf=0.0, neginf=0.0
+            )
+            release_pages(values)
 
 
 def _fit(a: np.ndarray, n: int) -> np.ndarray:

@@ -51,12 +51,16 @@ __all__ = [
     "WordEncoder",
     "WordFrames",
     "base_video_id",
+    "checked_embeddings",
     "clear_asr_cache",
     "extract_words",
     "find_user_transcript",
     "load_user_transcript",
     "transcribe",
+    "word_columns",
     "word_frames",
+    "word_index",
+    "word_rows",
 ]
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -183,9 +187,9 @@ class WordEncoder:
     pooling : str
         ``"mean"`` (average of the word's sub-word token states) or ``"first"``.
     batch_size : int, optional
-        Windows per forward pass; default 4 on CPU, 128 on CUDA. On 2 CPU cores, 5,400 words
-        (24 windows) took 8 s at 4 and 5-7 s at 16, but the peak memory rose by 95 MB
-        at 4 and by 210-230 MB at 16 (the attention maps of 16 windows of 512 tokens).
+        Windows per forward pass; default 1 on CPU, 128 on CUDA. On 2 CPU cores, 5,000 words
+        took 1.6 s at 1 and 1.8 s at 4, and the peak memory rose by 41 MB at 1 and by 85 MB at
+        4 (the attention maps of 4 windows of 512 tokens); at 16, by 210-230 MB.
     max_length : int, optional
         Tokens per window including special tokens; default the model's maximum (512).
 
@@ -214,7 +218,7 @@ class WordEncoder:
         self.device = device
         self.pooling = pooling
         self.tokenizer, self.model = _load_encoder(self.path, device)
-        self.batch_size = batch_size or (128 if device.startswith("cuda") else 4)
+        self.batch_size = batch_size or (128 if device.startswith("cuda") else 1)
         limits = [getattr(self.model.config, "max_position_embeddings", 512) or 512]
         tok_max = getattr(self.tokenizer, "model_max_length", None)
         if isinstance(tok_max, int) and tok_max < 1_000_000:
@@ -401,8 +405,7 @@ class WordFrames:
 
     def column_names(self) -> list[str]:
         """``word_000 .. word_{hidden-1}, no_word`` (for tables)."""
-        width = max(3, len(str(self.hidden_size - 1)))
-        return [f"word_{i:0{width}d}" for i in range(self.hidden_size)] + ["no_word"]
+        return word_columns(self.hidden_size)
 
 
 def word_frames(transcript: Transcript, embeddings: np.ndarray, timing: FrameTiming) -> WordFrames:
@@ -411,7 +414,8 @@ def word_frames(transcript: Transcript, embeddings: np.ndarray, timing: FrameTim
     Frame ``i`` (at ``t = timing.times()[i]``) gets the vector of word ``k`` when
     ``words[k].start <= t < words[k].end``; where words overlap, the one that started last wins.
     Frames no word covers get zeros and ``no_word = 1``. A word shorter than a frame period can
-    fall between two frame times and then appears on no frame.
+    fall between two frame times and then appears on no frame. (The whole grid at once; the
+    extraction writes it block by block with :func:`word_index` and :func:`word_rows`.)
 
     Parameters
     ----------
@@ -426,26 +430,53 @@ def word_frames(transcript: Transcript, embeddings: np.ndarray, timing: FrameTim
     -------
     WordFrames
     """
+    emb = checked_embeddings(transcript, embeddings)
+    index = word_index(transcript, timing)
+    values = word_rows(index, emb, 0, len(index))
+    return WordFrames(values, index, tuple(transcript.texts), timing)
+
+
+def checked_embeddings(transcript: Transcript, embeddings: np.ndarray) -> np.ndarray:
+    """``embeddings`` as an array, checked to hold one row per word of ``transcript``."""
     emb = np.asarray(embeddings)
     if emb.ndim != 2 or emb.shape[0] != len(transcript.words):
         raise InputError(
             f"word embeddings have shape {emb.shape}, expected ({len(transcript.words)}, hidden) "
             "for this transcript"
         )
-    n, hidden = int(timing.n_frames), int(emb.shape[1])
+    return emb
+
+
+def word_index(transcript: Transcript, timing: FrameTiming) -> np.ndarray:
+    """``(n_frames,)`` int32: the index of the word spoken at each frame time, -1 if none
+    (the rule of :func:`word_frames`)."""
     times = timing.times()
-    index = np.full(n, -1, dtype=np.int32)
+    index = np.full(int(timing.n_frames), -1, dtype=np.int32)
     order = sorted(range(len(transcript.words)), key=lambda k: transcript.words[k].start)
     for k in order:  # later starts overwrite earlier ones where words overlap
         w = transcript.words[k]
         lo = int(np.searchsorted(times, w.start, side="left"))
         hi = int(np.searchsorted(times, w.end, side="left"))
         index[lo:hi] = k
-    values = np.zeros((n, hidden + 1), dtype=np.float32)
-    spoken = index >= 0
-    values[spoken, :hidden] = emb[index[spoken]].astype(np.float32, copy=False)
-    values[~spoken, hidden] = 1.0
-    return WordFrames(values, index, tuple(transcript.texts), timing)
+    return index
+
+
+def word_rows(index: np.ndarray, embeddings: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start..stop - 1`` of the word entry's values: ``(stop - start, hidden + 1)``
+    float32, the spoken word's vector and the ``no_word`` column."""
+    hidden = int(embeddings.shape[1])
+    block = index[start:stop]
+    rows = np.zeros((len(block), hidden + 1), dtype=np.float32)
+    spoken = block >= 0
+    rows[spoken, :hidden] = embeddings[block[spoken]]
+    rows[~spoken, hidden] = 1.0
+    return rows
+
+
+def word_columns(hidden: int) -> list[str]:
+    """``word_000 .. word_{hidden-1}, no_word``: the word entry's column names."""
+    width = max(3, len(str(hidden - 1)))
+    return [f"word_{i:0{width}d}" for i in range(hidden)] + ["no_word"]
 
 
 def extract_words(
