@@ -265,3 +265,19 @@ def test_loader_workers_same_batches(cache: FeatureCache, tmp_path: Path):
     copy = pickle.loads(pickle.dumps(ds))
     assert copy._arrays == {} and torch.equal(copy[3]["feat_frame"], ds[3]["feat_frame"])
     assert not torch.equal(other[0]["frame"], runs[0][0]["frame"])
+
+
+def test_read_rows_are_released_every_few_items(cache: FeatureCache, tmp_path: Path, monkeypatch):
+    # a pass over a long video must not keep every feature row it read resident
+    import mmaffect.training.dataset as dataset_module
+
+    released = []
+    monkeypatch.setattr(dataset_module, "RELEASE_EVERY", 10)
+    monkeypatch.setattr(dataset_module, "release_pages", lambda arr: released.append(id(arr)))
+    ds = WindowDataset(cache, expr_labels(tmp_path), window=6)
+    first = [ds[i]["feat_frame"].clone() for i in range(9)]
+    assert released == []
+    ds[9]
+    assert sorted(released) == sorted(id(a) for a in ds._arrays.values()) and released
+    for i in range(9):  # rows read again after a release are the same rows
+        assert torch.equal(ds[i]["feat_frame"], first[i])

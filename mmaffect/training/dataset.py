@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default
 
 from mmaffect.annotations import AU_12, MtlLabels, VideoLabels
 from mmaffect.errors import InputError
-from mmaffect.features.cache import META, FeatureCache
+from mmaffect.features.cache import META, FeatureCache, release_pages
 from mmaffect.media.frame_folder import split_subject
 
 MODALITIES = ("frame", "clip", "speech", "word")
@@ -239,6 +239,11 @@ class _VideoSource:
     arrays: dict[str, list[str]] = field(default_factory=dict)  # entry arrays to open
 
 
+#: Items read between two releases of the memory-mapped rows read (:func:`release_pages`):
+#: without it a pass over a long video keeps every feature row it read resident.
+RELEASE_EVERY = 256
+
+
 class WindowDataset(Dataset):
     """Windows of cached features centred on labelled frames.
 
@@ -279,7 +284,9 @@ class WindowDataset(Dataset):
     partly annotated frame (several tracks, MTL) stay at their sentinel.
 
     Memory maps are opened lazily, per process, on first use: a dataset can be handed to a
-    ``DataLoader`` with worker processes (forked or spawned) safely.
+    ``DataLoader`` with worker processes (forked or spawned) safely. The rows read are
+    dropped from the process every :data:`RELEASE_EVERY` items, so a pass over a long video
+    does not keep its features resident.
     """
 
     def __init__(
@@ -351,6 +358,7 @@ class WindowDataset(Dataset):
         self.va = cat["va"].astype(np.float32).reshape(-1, 2)
         self._arrays: dict[tuple[int, str, str], np.ndarray] = {}
         self._pid = os.getpid()
+        self._reads = 0
 
     # ---------------------------------------------------------------- setup
     def _open_video(self, vid: str, configs: Mapping[str, str] | None) -> _VideoSource:
@@ -433,6 +441,10 @@ class WindowDataset(Dataset):
         item["has_face"] = torch.tensor(self._has_face(vi, f))
         item["video_id"] = src.video_id
         item["frame"] = torch.tensor(f, dtype=torch.int64)
+        self._reads += 1
+        if self._reads % RELEASE_EVERY == 0:  # read pages stay in the page cache, not in us
+            for arr in self._arrays.values():
+                release_pages(arr)
         return item
 
     # ---------------------------------------------------------------- report
