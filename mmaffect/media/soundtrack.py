@@ -32,10 +32,12 @@ from mmaffect.media.probe import MediaInfo, probe
 __all__ = ["PIECE_SECONDS", "AudioPiece", "Soundtrack", "open_soundtrack"]
 
 #: Longest piece in seconds. Whisper's memory grows with the piece (its log-mel spectrogram
-#: and the STFT behind it take about 35 MB per minute), so this bounds the audio side's peak.
-PIECE_SECONDS = 120.0
+#: and the STFT behind it take about 35 MB per minute), so this bounds the audio side's peak
+#: (60 s rather than 120 s, with the word encoder's CPU batch of 1: the audio side's peak at
+#: 5 / 20 minutes of video fell from 950 / 959 to 914 / 932 MB, docs/benchmarks.md).
+PIECE_SECONDS = 60.0
 #: A piece ends in a pause found in its last this many seconds (at most its second half): the
-#: VAD runs on these only (about 0.2 % of real time for 120-s pieces).
+#: VAD runs on these only (about 0.2 % of real time for 120-s pieces; 60-s pieces search twice as much).
 SEARCH_SECONDS = 30.0
 #: Pauses shorter than this are not cut in (the quietest-100-ms rule applies instead).
 MIN_PAUSE_SECONDS = 0.1
