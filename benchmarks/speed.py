@@ -77,12 +77,14 @@ def extract_options(args, overlap: bool):
     )
 
 
-def fusion_speed(cache: Path, video_id: str, device: str, batch_size: int = 16) -> dict:
-    """The fusion network over a 60-frame window centred on every frame of the video."""
+def fusion_speed(cache: Path, video_id: str, device: str) -> dict:
+    """The fusion network over a 60-frame window centred on every frame of the video, as
+    ``predict --checkpoint`` runs it (its window batch, autocast on CUDA)."""
     import torch
     import yaml
 
     from mmaffect.extraction import parse_modalities
+    from mmaffect.predict.compute import inference_autocast, window_batch
     from mmaffect.training.dataset import WindowDataset, make_loader
     from mmaffect.training.module import AffectModule
 
@@ -94,9 +96,9 @@ def fusion_speed(cache: Path, video_id: str, device: str, batch_size: int = 16) 
     module.eval().to(device)
     start = time.perf_counter()
     ds = WindowDataset(cache, [video_id], modalities, window=60)
-    loader = make_loader(ds, batch_size=batch_size, shuffle=False)
+    loader = make_loader(ds, batch_size=window_batch(device), shuffle=False)
     frames = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_autocast(device):
         for batch in loader:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             out = module(batch)

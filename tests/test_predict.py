@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from mmaffect.annotations import EXPR_8, VideoLabels, read_video_labels, write_video_labels
 from mmaffect.cli.app import app
+from mmaffect.features.cache import FeatureCache
 from mmaffect.media import probe
 from mmaffect.media.probe import opencv_frame_count
 from mmaffect.predict import load_prediction
@@ -147,6 +148,7 @@ def _train_tiny(
 
 def test_checkpoint_needs_audio_unless_branches_dropped(tmp_path, models_dir):
     ckpt = _train_tiny(tmp_path, models_dir)
+    _window_batch_does_not_change_outputs(ckpt, FeatureCache(tmp_path / "cache"))
     silent = SAMPLES / "astronaut_silent_noaudio.mp4"
     base = ["predict", str(silent), "--checkpoint", str(ckpt), "--cache", str(tmp_path / "c2"),
             "--no-words", "--no-progress", "--models-dir", str(models_dir)]  # fmt: skip
@@ -189,6 +191,21 @@ def test_checkpoint_needs_audio_unless_branches_dropped(tmp_path, models_dir):
     lines = (tmp_path / "p4" / "abaw3" / "EXPR" / "speech_only.txt").read_text().splitlines()
     assert len(lines) == len(pred) + 1 and len(pred) == 90  # 3.0 s at 30 frames/s
     assert pred.expr_probs.std(axis=0).max() > 0  # varies over frames: not a filled prior
+
+
+def _window_batch_does_not_change_outputs(ckpt: Path, cache: FeatureCache) -> None:
+    from mmaffect.predict.compute import CheckpointPredictor, window_batch
+
+    for modalities in (None, ["clip"]):  # all branches, then speech dropped (zeros)
+        default = CheckpointPredictor(ckpt, modalities)
+        assert default.batch_size == window_batch("cpu") == 64
+        whole = default.outputs(cache, "astronaut_talking")  # 150 frames: 64 + 64 + 22
+        assert whole["expr"].shape == (150, 8)
+        for batch_size in (1, 7):
+            part = CheckpointPredictor(ckpt, modalities, batch_size=batch_size)
+            np.testing.assert_allclose(
+                part.outputs(cache, "astronaut_talking")["expr"], whole["expr"], atol=1e-5
+            )
 
 
 def _flat(text: str) -> str:

@@ -37,7 +37,8 @@ __all__ = ["PIECE_SECONDS", "AudioPiece", "Soundtrack", "open_soundtrack"]
 #: 5 / 20 minutes of video fell from 950 / 959 to 914 / 932 MB, docs/benchmarks.md).
 PIECE_SECONDS = 60.0
 #: A piece ends in a pause found in its last this many seconds (at most its second half): the
-#: VAD runs on these only (about 0.2 % of real time for 120-s pieces; 60-s pieces search twice as much).
+#: VAD runs on these only (about 0.2 % of real time for 120-s pieces; 60-s pieces search
+#: twice as much of the track).
 SEARCH_SECONDS = 30.0
 #: Pauses shorter than this are not cut in (the quietest-100-ms rule applies instead).
 MIN_PAUSE_SECONDS = 0.1

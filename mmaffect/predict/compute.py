@@ -34,9 +34,11 @@ __all__ = [
     "FaceTrack",
     "faceless_track",
     "fill_missing",
+    "inference_autocast",
     "read_face_track",
     "read_words",
     "smooth",
+    "window_batch",
 ]
 
 FillRule = Literal["interpolate", "hold", "model", "prior"]
@@ -254,7 +256,9 @@ class CheckpointPredictor:
         a learned null key/value or "missing" vector stands in); one it was not trained with is
         an error.
     device, batch_size
-        Where and how many windows at a time.
+        Where and how many windows at a time; default :func:`window_batch` of the device.
+        On CUDA the network runs under autocast (bfloat16 where the GPU supports it, else
+        float16); the outputs are float32 either way.
     """
 
     name = "checkpoint"
@@ -264,7 +268,7 @@ class CheckpointPredictor:
         checkpoint: str | Path,
         modalities: Sequence[str] | None = None,
         device: str = "cpu",
-        batch_size: int = 64,
+        batch_size: int | None = None,
     ):
         from mmaffect.training.module import AffectModule
 
@@ -313,7 +317,7 @@ class CheckpointPredictor:
         }
         self.dims = dict(self.module.model.hparams.get("dims", {}))
         self.device = device
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size or window_batch(device))
         self.uses_audio = any(m in ("speech", "word") for m in self.modalities)
         # a checkpoint over named feature sets (seed 001): they are its modalities
         self.features = tuple(hp.get("features") or ())
@@ -360,20 +364,35 @@ class CheckpointPredictor:
         window holds its own frame only, as a one-frame video's would, never its neighbours."""
         import torch
 
-        from mmaffect.training.dataset import WindowDataset, make_loader
+        from mmaffect.training.dataset import make_loader
+
+        ds = self._windows(cache, video_id)
+        if independent:
+            ds.window_indices = _own_frame_window(self.window)
+        cuda = torch.device(self.device).type == "cuda"
+        loader = make_loader(ds, batch_size=self.batch_size, shuffle=False, pin_memory=cuda)
+        parts: dict[str, list[np.ndarray]] = {h: [] for h in self.heads}
+        with torch.inference_mode(), inference_autocast(self.device):
+            for batch in loader:
+                for head, values in self._forward(batch).items():
+                    parts[head].append(values)
+        return {h: np.concatenate(v).astype(np.float32) for h, v in parts.items() if v}
+
+    def _windows(self, cache: FeatureCache, video_id: str):
+        """The dataset of the checkpoint's windows over every frame of the video."""
+        from mmaffect.training.dataset import WindowDataset
 
         configs = {m: h for m, h in self.feature_configs.items() if m in self.modalities}
         try:
             if self.features:
                 from mmaffect.training.feature_sets import FeatureSetWindows
 
-                ds = FeatureSetWindows(
+                return FeatureSetWindows(
                     cache, [video_id], self.features, window=self.window, configs=configs
                 )
-            else:
-                ds = WindowDataset(
-                    cache, [video_id], self.modalities, window=self.window, configs=configs or None
-                )
+            return WindowDataset(
+                cache, [video_id], self.modalities, window=self.window, configs=configs or None
+            )
         except InputError as e:
             settings = self.module.hparams.get("feature_settings") or {}
             trained = "; ".join(
@@ -385,28 +404,49 @@ class CheckpointPredictor:
                 hint="extract with the options used for training"
                 + (f" ({trained})" if trained else ""),
             ) from e
-        if independent:
-            ds.window_indices = _own_frame_window(self.window)
-        loader = make_loader(ds, batch_size=self.batch_size, shuffle=False)
-        parts: dict[str, list[np.ndarray]] = {h: [] for h in self.heads}
-        with torch.no_grad():
-            for batch in loader:
-                b, t = batch["frame"].shape[0], self.window
-                for m in self.dropped:
-                    batch[f"feat_{m}"] = torch.zeros(b, t, int(self.dims[m]))
-                    batch[f"mask_{m}"] = torch.zeros(b, t, dtype=torch.bool)
-                batch = {
-                    k: v.to(self.device) if isinstance(v, torch.Tensor) else v
-                    for k, v in batch.items()
-                }
-                out = self.module(batch)
-                if "expr" in out:
-                    parts["expr"].append(torch.softmax(out["expr"].float(), -1).cpu().numpy())
-                if "au" in out:
-                    parts["au"].append(torch.sigmoid(out["au"].float()).cpu().numpy())
-                if "va" in out:
-                    parts["va"].append(out["va"].float().clamp(-1, 1).cpu().numpy())
-        return {h: np.concatenate(v).astype(np.float32) for h, v in parts.items() if v}
+
+    def _forward(self, batch: dict) -> dict[str, np.ndarray]:
+        """One batch of windows through the network: probabilities, VA clamped to [-1, 1]."""
+        import torch
+
+        b, t = batch["frame"].shape[0], self.window
+        for m in self.dropped:
+            batch[f"feat_{m}"] = torch.zeros(b, t, int(self.dims[m]))
+            batch[f"mask_{m}"] = torch.zeros(b, t, dtype=torch.bool)
+        batch = {
+            k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()
+        }
+        out = self.module(batch)
+        result = {}
+        if "expr" in out:
+            result["expr"] = torch.softmax(out["expr"].float(), -1).cpu().numpy()
+        if "au" in out:
+            result["au"] = torch.sigmoid(out["au"].float()).cpu().numpy()
+        if "va" in out:
+            result["va"] = out["va"].float().clamp(-1, 1).cpu().numpy()
+        return result
+
+
+def window_batch(device: str) -> int:
+    """Windows per forward pass of a checkpoint's network: 64 on the CPU (2 cores, the fusion
+    network over 60-frame windows: 475 windows/s against 249 at 16, peak memory +65 MB), 512
+    on CUDA."""
+    import torch
+
+    return 512 if torch.device(device).type == "cuda" else 64
+
+
+def inference_autocast(device: str):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing elsewhere."""
+    import contextlib
+
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    bf16 = torch.cuda.is_bf16_supported()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
 def _own_frame_window(window: int):

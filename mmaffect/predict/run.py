@@ -128,9 +128,7 @@ def _make_predictor(opts: PredictOptions):
                 hint="leave --modalities out",
             )
         return FaceModelPredictor(opts.checkpoint, device=opts.device)
-    return CheckpointPredictor(
-        opts.checkpoint, opts.modalities, device=opts.device, batch_size=max(16, opts.batch_size)
-    )
+    return CheckpointPredictor(opts.checkpoint, opts.modalities, device=opts.device)
 
 
 def _has_audio(source) -> bool:
