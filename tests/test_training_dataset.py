@@ -25,6 +25,7 @@ from mmaffect.features.timing import FrameTiming
 from mmaffect.training.dataset import (
     WindowDataset,
     class_balanced_sampler,
+    collate,
     find_entries,
     make_loader,
     sample_weights,
@@ -281,3 +282,27 @@ def test_read_rows_are_released_every_few_items(cache: FeatureCache, tmp_path: P
     assert sorted(released) == sorted(id(a) for a in ds._arrays.values()) and released
     for i in range(9):  # rows read again after a release are the same rows
         assert torch.equal(ds[i]["feat_frame"], first[i])
+
+
+def test_a_batch_read_whole_equals_its_items_collated(cache: FeatureCache, tmp_path: Path):
+    # DataLoader reads a batch with __getitems__: one gather per video and modality
+    ds = WindowDataset(cache, expr_labels(tmp_path), window=7)
+    rng = np.random.default_rng(0)
+    for ids in (
+        [0, 1, 2],  # the first frames: edges repeated, padding masked
+        list(rng.permutation(len(ds))[:40]),  # both videos, NO_FACE among the windows
+        [len(ds) - 1, 0, len(ds) - 2],
+        list(np.flatnonzero(np.abs(ds.frames - NO_FACE) <= 3)),  # around the faceless frame
+    ):
+        whole, items = ds.__getitems__(ids), collate([ds[i] for i in ids])
+        assert isinstance(whole, dict) and sorted(whole) == sorted(items)
+        for k, v in items.items():
+            if isinstance(v, torch.Tensor):
+                assert whole[k].dtype == v.dtype and torch.equal(whole[k], v), k
+            else:
+                assert whole[k] == v, k
+    assert not whole["has_face"].all() and not whole["mask_frame"].all()
+    # a replaced window rule (image sets) is honoured: the items are read one by one
+    ds.window_indices = lambda f, n: (np.full(7, f), np.arange(7) == 3)
+    items = ds.__getitems__([5, 6])
+    assert isinstance(items, list) and torch.equal(items[0]["mask_clip"], torch.arange(7) == 3)

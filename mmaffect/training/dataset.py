@@ -441,11 +441,65 @@ class WindowDataset(Dataset):
         item["has_face"] = torch.tensor(self._has_face(vi, f))
         item["video_id"] = src.video_id
         item["frame"] = torch.tensor(f, dtype=torch.int64)
-        self._reads += 1
-        if self._reads % RELEASE_EVERY == 0:  # read pages stay in the page cache, not in us
+        self._count_reads(1)
+        return item
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any] | list[dict[str, Any]]:
+        """A whole batch at once (``DataLoader`` calls this with a batch's indices): each
+        video's windows gathered with one index array per modality instead of item by item,
+        the same batch as :func:`collate` of the items. Subclasses with items of their own and
+        a replaced :meth:`window_indices` get the items."""
+        if type(self).__getitem__ is not WindowDataset.__getitem__ or "window_indices" in vars(
+            self
+        ):
+            return [self[i] for i in indices]
+        ids = np.asarray(indices, dtype=np.int64)
+        batch = self._batch_features(ids)
+        vis, frames = self._video_index[ids], self.frames[ids]
+        batch["expr"] = torch.from_numpy(self.expr[ids].astype(np.int64))
+        batch["au"] = torch.from_numpy(self.au[ids])
+        batch["va"] = torch.from_numpy(self.va[ids])
+        batch["has_face"] = torch.tensor(
+            [self._has_face(int(v), int(f)) for v, f in zip(vis, frames, strict=True)]
+        )
+        batch["video_id"] = [self.videos[v].video_id for v in vis]
+        batch["frame"] = torch.from_numpy(frames.astype(np.int64))
+        self._count_reads(len(ids))
+        return batch
+
+    def _batch_features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """``feat_<m>`` ``(B, T, D)`` and ``mask_<m>`` ``(B, T)`` of samples ``ids``."""
+        vis, frames = self._video_index[ids], self.frames[ids]
+        offsets = np.arange(self.window) - self.window // 2
+        feats: dict[str, np.ndarray] = {}
+        masks = {m: np.zeros((len(ids), self.window), bool) for m in self.modalities}
+        for vi in np.unique(vis).tolist():
+            rows, src = np.flatnonzero(vis == vi), self.videos[vi]
+            raw = frames[rows, None] + offsets
+            real = (raw >= 0) & (raw < src.n_frames)
+            idx = np.clip(raw, 0, src.n_frames - 1)
+            for m in self.modalities:
+                values = self._array(vi, m, "values")
+                if m not in feats:
+                    feats[m] = np.empty((len(ids), self.window, values.shape[1]), np.float32)
+                feats[m][rows] = values[idx]
+                mask = real.copy()
+                if m in ("frame", "clip") and "valid" in src.arrays[m]:
+                    mask &= np.asarray(self._array(vi, m, "valid")[idx], dtype=bool)
+                masks[m][rows] = mask
+        batch: dict[str, torch.Tensor] = {}
+        for m in self.modalities:
+            batch[f"feat_{m}"] = torch.from_numpy(feats[m])
+            batch[f"mask_{m}"] = torch.from_numpy(masks[m])
+        return batch
+
+    def _count_reads(self, n: int) -> None:
+        """Release the rows read every :data:`RELEASE_EVERY` items (they stay in the page
+        cache, not in this process)."""
+        before, self._reads = self._reads, self._reads + n
+        if before // RELEASE_EVERY != self._reads // RELEASE_EVERY:
             for arr in self._arrays.values():
                 release_pages(arr)
-        return item
 
     # ---------------------------------------------------------------- report
     def summary(self) -> dict[str, Any]:
@@ -541,9 +595,10 @@ def class_balanced_sampler(
     )
 
 
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items into a batch: tensors stacked, ``video_id`` a list of str."""
-    return default_collate(items)
+def collate(items: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
+    """Stack items into a batch: tensors stacked, ``video_id`` a list of str (a batch that
+    :meth:`WindowDataset.__getitems__` made whole is passed on as it is)."""
+    return items if isinstance(items, dict) else default_collate(items)
 
 
 def _seed_worker(worker_id: int) -> None:
