@@ -28,6 +28,18 @@ def _folder(env: str, default: Path, what: str) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """PyTorch on one thread for the test: tiny models run fastest single-threaded (and far
+    faster on a loaded 2-core machine). Modules use it with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real test media (``../shared/data``)."""

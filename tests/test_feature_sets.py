@@ -29,12 +29,7 @@ CLIP_COLUMNS = ["expr_feat_0", "expr_feat_1", "p_Neutral", "bs_jawOpen", "bs_smi
 WIDTHS = {"imagenet": 6, "face_cnn": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write(cache: FeatureCache, vid: str, extractor: str, values: np.ndarray, config: dict,

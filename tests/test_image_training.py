@@ -47,12 +47,7 @@ LABELLED = 28  # label lines per video: the last 2 frames have none
 UNKNOWN = 2  # the first 2 label lines are all sentinels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cut_clip(src: Path, dest: Path) -> Path:
