@@ -14,11 +14,13 @@ import pytest
 import torch
 import yaml
 from test_seed_image_models import clip, fer  # noqa: F401 - fixtures
-from test_training import DIMS, config, data, one_thread  # noqa: F401 - fixtures
+from test_training import DIMS, config, data  # noqa: F401 - fixtures
 
 from mmaffect.features.face_model import FaceModel
 from mmaffect.training.crops import class_folder_crops
 from mmaffect.training.train import train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cli(args: list):

@@ -10,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_training import config, data, one_thread  # noqa: F401 - fixtures used below
+from test_training import config, data  # noqa: F401 - fixtures used below
 
 from mmaffect import losses as L_
 from mmaffect.annotations import read_split_folders
 from mmaffect.errors import InputError
 from mmaffect.training.module import AffectModule, parse_losses
 from mmaffect.training.train import prepare
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cli(args: list):

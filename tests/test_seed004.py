@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_training import DIMS, N, config, data, one_thread  # noqa: F401 - fixtures
+from test_training import DIMS, N, config, data  # noqa: F401 - fixtures
 
 from mmaffect.annotations import read_split_folders
 from mmaffect.errors import InputError
 from mmaffect.training.dataset import WindowDataset
 from mmaffect.training.many_to_many import FrameTargetWindows
 from mmaffect.training.train import TrainConfig, prepare, train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 MEMBERS = ("frame", "gru", "transformer")

@@ -21,11 +21,13 @@ import torch
 import yaml
 from conftest import run_ffmpeg
 from test_face_model import _fer_subset
-from test_image_training import TRAIN, VAL, corpus, one_thread  # noqa: F401 - fixtures
+from test_image_training import TRAIN, VAL, corpus  # noqa: F401 - fixtures
 
 from mmaffect.annotations import AU_12, VideoLabels, write_video_labels
 from mmaffect.models import create_model
 from mmaffect.training.module import AffectModule
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 #: Each model's small settings and the losses of its paper.
 MODELS = {
