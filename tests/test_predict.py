@@ -148,7 +148,7 @@ def _train_tiny(
 
 def test_checkpoint_needs_audio_unless_branches_dropped(tmp_path, models_dir):
     ckpt = _train_tiny(tmp_path, models_dir)
-    _window_batch_does_not_change_outputs(ckpt, FeatureCache(tmp_path / "cache"))
+    _window_batching_does_not_change_outputs(ckpt, FeatureCache(tmp_path / "cache"))
     silent = SAMPLES / "astronaut_silent_noaudio.mp4"
     base = ["predict", str(silent), "--checkpoint", str(ckpt), "--cache", str(tmp_path / "c2"),
             "--no-words", "--no-progress", "--models-dir", str(models_dir)]  # fmt: skip
@@ -193,7 +193,7 @@ def test_checkpoint_needs_audio_unless_branches_dropped(tmp_path, models_dir):
     assert pred.expr_probs.std(axis=0).max() > 0  # varies over frames: not a filled prior
 
 
-def _window_batch_does_not_change_outputs(ckpt: Path, cache: FeatureCache) -> None:
+def _window_batching_does_not_change_outputs(ckpt: Path, cache: FeatureCache) -> None:
     from mmaffect.predict.compute import CheckpointPredictor, window_batch
 
     for modalities in (None, ["clip"]):  # all branches, then speech dropped (zeros)
@@ -201,8 +201,11 @@ def _window_batch_does_not_change_outputs(ckpt: Path, cache: FeatureCache) -> No
         assert default.batch_size == window_batch("cpu") == 64
         whole = default.outputs(cache, "astronaut_talking")  # 150 frames: 64 + 64 + 22
         assert whole["expr"].shape == (150, 8)
-        for batch_size in (1, 7):
-            part = CheckpointPredictor(ckpt, modalities, batch_size=batch_size)
+        assert not default.cut_on_device  # windows cut on the device: CUDA only by default
+        for batch_size, on_device in ((1, False), (7, False), (64, True), (7, True)):
+            part = CheckpointPredictor(
+                ckpt, modalities, batch_size=batch_size, cut_on_device=on_device
+            )
             np.testing.assert_allclose(
                 part.outputs(cache, "astronaut_talking")["expr"], whole["expr"], atol=1e-5
             )

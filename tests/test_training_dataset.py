@@ -306,3 +306,20 @@ def test_a_batch_read_whole_equals_its_items_collated(cache: FeatureCache, tmp_p
     ds.window_indices = lambda f, n: (np.full(7, f), np.arange(7) == 3)
     items = ds.__getitems__([5, 6])
     assert isinstance(items, list) and torch.equal(items[0]["mask_clip"], torch.arange(7) == 3)
+
+
+def test_batches_cut_on_the_device_equal_the_loaders(cache: FeatureCache, tmp_path: Path):
+    # predict on CUDA copies each video's rows to the GPU once and cuts the windows there
+    ds = WindowDataset(cache, expr_labels(tmp_path), window=7)
+    cut = list(ds.device_batches(16, "cpu"))
+    loaded = list(make_loader(ds, batch_size=16, shuffle=False))
+    assert sum(len(b["frame"]) for b in cut) == len(ds)
+    merged = {k: torch.cat([b[k] for b in cut]) for k in cut[0] if k != "video_id"}
+    for k, v in merged.items():
+        whole = torch.cat([b[k] for b in loaded])
+        assert v.dtype == whole.dtype and torch.equal(v, whole), k
+    assert [v for b in cut for v in b["video_id"]] == [v for b in loaded for v in b["video_id"]]
+    assert not merged["mask_frame"].all() and not merged["mask_speech"][:, 0].all()
+    ds.window_indices = lambda f, n: (np.full(7, f), np.arange(7) == 3)
+    with pytest.raises(TypeError, match="standard windows"):
+        next(ds.device_batches(16, "cpu"))

@@ -259,6 +259,11 @@ class CheckpointPredictor:
         Where and how many windows at a time; default :func:`window_batch` of the device.
         On CUDA the network runs under autocast (bfloat16 where the GPU supports it, else
         float16); the outputs are float32 either way.
+    cut_on_device
+        Cut the windows on ``device`` from each video's rows copied there once
+        (:meth:`~mmaffect.training.dataset.WindowDataset.device_batches`) instead of in a
+        ``DataLoader`` on the host; default on CUDA only (on the CPU it would hold a video's
+        rows in memory).
     """
 
     name = "checkpoint"
@@ -269,7 +274,10 @@ class CheckpointPredictor:
         modalities: Sequence[str] | None = None,
         device: str = "cpu",
         batch_size: int | None = None,
+        cut_on_device: bool | None = None,
     ):
+        import torch
+
         from mmaffect.training.module import AffectModule
 
         self.checkpoint = Path(checkpoint)
@@ -318,6 +326,8 @@ class CheckpointPredictor:
         self.dims = dict(self.module.model.hparams.get("dims", {}))
         self.device = device
         self.batch_size = int(batch_size or window_batch(device))
+        cuda = torch.device(device).type == "cuda"
+        self.cut_on_device = cuda if cut_on_device is None else bool(cut_on_device)
         self.uses_audio = any(m in ("speech", "word") for m in self.modalities)
         # a checkpoint over named feature sets (seed 001): they are its modalities
         self.features = tuple(hp.get("features") or ())
@@ -364,16 +374,19 @@ class CheckpointPredictor:
         window holds its own frame only, as a one-frame video's would, never its neighbours."""
         import torch
 
-        from mmaffect.training.dataset import make_loader
+        from mmaffect.training.dataset import WindowDataset, make_loader
 
         ds = self._windows(cache, video_id)
         if independent:
             ds.window_indices = _own_frame_window(self.window)
-        cuda = torch.device(self.device).type == "cuda"
-        loader = make_loader(ds, batch_size=self.batch_size, shuffle=False, pin_memory=cuda)
+        if self.cut_on_device and type(ds) is WindowDataset and not independent:
+            batches = ds.device_batches(self.batch_size, self.device)
+        else:
+            cuda = torch.device(self.device).type == "cuda"
+            batches = make_loader(ds, batch_size=self.batch_size, shuffle=False, pin_memory=cuda)
         parts: dict[str, list[np.ndarray]] = {h: [] for h in self.heads}
         with torch.inference_mode(), inference_autocast(self.device):
-            for batch in loader:
+            for batch in batches:
                 for head, values in self._forward(batch).items():
                     parts[head].append(values)
         return {h: np.concatenate(v).astype(np.float32) for h, v in parts.items() if v}
