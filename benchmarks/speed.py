@@ -79,7 +79,8 @@ def extract_options(args, overlap: bool):
 
 def fusion_speed(cache: Path, video_id: str, device: str) -> dict:
     """The fusion network over a 60-frame window centred on every frame of the video, as
-    ``predict --checkpoint`` runs it (its window batch, autocast on CUDA)."""
+    ``predict --checkpoint`` runs it (its window batch; on CUDA autocast and the windows cut
+    on the device)."""
     import torch
     import yaml
 
@@ -96,10 +97,13 @@ def fusion_speed(cache: Path, video_id: str, device: str) -> dict:
     module.eval().to(device)
     start = time.perf_counter()
     ds = WindowDataset(cache, [video_id], modalities, window=60)
-    loader = make_loader(ds, batch_size=window_batch(device), shuffle=False)
+    if device.startswith("cuda"):
+        batches = ds.device_batches(window_batch(device), device)
+    else:
+        batches = make_loader(ds, batch_size=window_batch(device), shuffle=False)
     frames = 0
     with torch.inference_mode(), inference_autocast(device):
-        for batch in loader:
+        for batch in batches:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             out = module(batch)
             frames += out["expr"].shape[0]
