@@ -449,9 +449,7 @@ class WindowDataset(Dataset):
         video's windows gathered with one index array per modality instead of item by item,
         the same batch as :func:`collate` of the items. Subclasses with items of their own and
         a replaced :meth:`window_indices` get the items."""
-        if type(self).__getitem__ is not WindowDataset.__getitem__ or "window_indices" in vars(
-            self
-        ):
+        if not self._standard_windows():
             return [self[i] for i in indices]
         ids = np.asarray(indices, dtype=np.int64)
         batch = self._batch_features(ids)
@@ -500,9 +498,7 @@ class WindowDataset(Dataset):
         windows (``T`` times fewer). For a GPU, whose memory holds a video's rows; on the CPU
         it would hold them in memory. Batches hold ``feat_<m>``, ``mask_<m>``, ``frame`` and
         ``video_id`` (no targets), the same values as the loader's (tested)."""
-        if type(self).__getitem__ is not WindowDataset.__getitem__ or "window_indices" in vars(
-            self
-        ):
+        if not self._standard_windows():
             raise TypeError("device_batches cuts the standard windows only")
         offsets = torch.arange(self.window, device=device) - self.window // 2
         for vi in np.unique(self._video_index).tolist():
@@ -532,6 +528,12 @@ class WindowDataset(Dataset):
             if m in ("frame", "clip") and "valid" in self.videos[vi].arrays[m]:
                 out[f"valid_{m}"] = _to_device(self._array(vi, m, "valid"), device, bool)
         return out
+
+    def _standard_windows(self) -> bool:
+        """Items are this class's and windows the standard rule's: batches can be cut whole
+        (a subclass with items of its own, or a replaced :meth:`window_indices`, cannot)."""
+        own_items = type(self).__getitem__ is WindowDataset.__getitem__
+        return own_items and "window_indices" not in vars(self)
 
     def _count_reads(self, n: int) -> None:
         """Release the rows read every :data:`RELEASE_EVERY` items (they stay in the page
