@@ -33,8 +33,7 @@ __all__ = ["PIECE_SECONDS", "AudioPiece", "Soundtrack", "open_soundtrack"]
 
 #: Longest piece in seconds. Whisper's memory grows with the piece (its log-mel spectrogram
 #: and the STFT behind it take about 35 MB per minute), so this bounds the audio side's peak
-#: (60 s rather than 120 s, with the word encoder's CPU batch of 1: the audio side's peak at
-#: 5 / 20 minutes of video fell from 950 / 959 to 914 / 932 MB, docs/benchmarks.md).
+#: (60 s rather than 120 s: docs/benchmarks.md, "Audio entries written block by block").
 PIECE_SECONDS = 60.0
 #: A piece ends in a pause found in its last this many seconds (at most its second half): the
 #: VAD runs on these only (about 0.2 % of real time for 120-s pieces; 60-s pieces search

@@ -326,8 +326,8 @@ class CheckpointPredictor:
         self.dims = dict(self.module.model.hparams.get("dims", {}))
         self.device = device
         self.batch_size = int(batch_size or window_batch(device))
-        cuda = torch.device(device).type == "cuda"
-        self.cut_on_device = cuda if cut_on_device is None else bool(cut_on_device)
+        self.cuda = torch.device(device).type == "cuda"
+        self.cut_on_device = self.cuda if cut_on_device is None else bool(cut_on_device)
         self.uses_audio = any(m in ("speech", "word") for m in self.modalities)
         # a checkpoint over named feature sets (seed 001): they are its modalities
         self.features = tuple(hp.get("features") or ())
@@ -379,11 +379,11 @@ class CheckpointPredictor:
         ds = self._windows(cache, video_id)
         if independent:
             ds.window_indices = _own_frame_window(self.window)
-        if self.cut_on_device and type(ds) is WindowDataset and not independent:
+        if self.cut_on_device and isinstance(ds, WindowDataset) and ds.standard_windows():
             batches = ds.device_batches(self.batch_size, self.device)
         else:
-            cuda = torch.device(self.device).type == "cuda"
-            batches = make_loader(ds, batch_size=self.batch_size, shuffle=False, pin_memory=cuda)
+            loader = dict(batch_size=self.batch_size, shuffle=False, pin_memory=self.cuda)
+            batches = make_loader(ds, **loader)
         parts: dict[str, list[np.ndarray]] = {h: [] for h in self.heads}
         with torch.inference_mode(), inference_autocast(self.device):
             for batch in batches:

@@ -409,8 +409,9 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return int(self.frames.shape[0])
 
-    def window_indices(self, frame: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row indices of frame ``frame``'s window (edges repeated) and which rows are real."""
+    def window_indices(self, frame: Any, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices of frame ``frame``'s window (edges repeated) and which rows are real
+        (``frame`` may be a ``(B, 1)`` array: then ``(B, T)`` of each)."""
         raw = frame - self.window // 2 + np.arange(self.window)
         return np.clip(raw, 0, n_frames - 1), (raw >= 0) & (raw < n_frames)
 
@@ -449,7 +450,7 @@ class WindowDataset(Dataset):
         video's windows gathered with one index array per modality instead of item by item,
         the same batch as :func:`collate` of the items. Subclasses with items of their own and
         a replaced :meth:`window_indices` get the items."""
-        if not self._standard_windows():
+        if not self.standard_windows():
             return [self[i] for i in indices]
         ids = np.asarray(indices, dtype=np.int64)
         batch = self._batch_features(ids)
@@ -468,14 +469,11 @@ class WindowDataset(Dataset):
     def _batch_features(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
         """``feat_<m>`` ``(B, T, D)`` and ``mask_<m>`` ``(B, T)`` of samples ``ids``."""
         vis, frames = self._video_index[ids], self.frames[ids]
-        offsets = np.arange(self.window) - self.window // 2
         feats: dict[str, np.ndarray] = {}
         masks = {m: np.zeros((len(ids), self.window), bool) for m in self.modalities}
         for vi in np.unique(vis).tolist():
             rows, src = np.flatnonzero(vis == vi), self.videos[vi]
-            raw = frames[rows, None] + offsets
-            real = (raw >= 0) & (raw < src.n_frames)
-            idx = np.clip(raw, 0, src.n_frames - 1)
+            idx, real = self.window_indices(frames[rows, None], src.n_frames)  # (rows, T)
             for m in self.modalities:
                 values = self._array(vi, m, "values")
                 if m not in feats:
@@ -498,7 +496,7 @@ class WindowDataset(Dataset):
         windows (``T`` times fewer). For a GPU, whose memory holds a video's rows; on the CPU
         it would hold them in memory. Batches hold ``feat_<m>``, ``mask_<m>``, ``frame`` and
         ``video_id`` (no targets), the same values as the loader's (tested)."""
-        if not self._standard_windows():
+        if not self.standard_windows():
             raise TypeError("device_batches cuts the standard windows only")
         offsets = torch.arange(self.window, device=device) - self.window // 2
         for vi in np.unique(self._video_index).tolist():
@@ -529,7 +527,7 @@ class WindowDataset(Dataset):
                 out[f"valid_{m}"] = _to_device(self._array(vi, m, "valid"), device, bool)
         return out
 
-    def _standard_windows(self) -> bool:
+    def standard_windows(self) -> bool:
         """Items are this class's and windows the standard rule's: batches can be cut whole
         (a subclass with items of its own, or a replaced :meth:`window_indices`, cannot)."""
         own_items = type(self).__getitem__ is WindowDataset.__getitem__
