@@ -282,6 +282,8 @@ class _ExtractRun:
                     self.one(src, opened, decoding)
                     self.finish_ready(wait=False)
             self.finish_ready(wait=True)
+            for threads in (self.probing, self.vision, self.audio):
+                threads.settle()  # videos given up discard their temporary entries
         except KeyboardInterrupt:
             self.interrupted = True
             for threads in (self.probing, self.vision, self.audio):

@@ -134,6 +134,7 @@ class WatchedThreads:
         self.name = name
         self._slots = threading.Semaphore(limit)
         self._jobs: dict[Future, tuple[Heartbeat, threading.Thread, _Slot]] = {}
+        self._abandoned: list[threading.Thread] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any, heartbeat: Heartbeat) -> Future:
         """Start ``fn(*args)`` in a new daemon thread once a slot is free (the wait for the slot
@@ -163,10 +164,11 @@ class WatchedThreads:
         if future.done():
             self._jobs.pop(future, None)
             return True
-        heartbeat, _, slot = self._jobs[future]
+        heartbeat, thread, slot = self._jobs[future]
         if self.stall_seconds and heartbeat.idle() > self.stall_seconds:
             heartbeat.abandon()
             slot.give_back()
+            self._abandoned.append(thread)
             raise StageStalled(
                 f"no progress for {self.stall_seconds:g} s in stage '{heartbeat.stage}'; "
                 "this input was given up",
@@ -190,6 +192,17 @@ class WatchedThreads:
                 thread.join(_CLEANUP_SECONDS)
             raise
         return future.result()
+
+    def settle(self, timeout: float = _CLEANUP_SECONDS) -> bool:
+        """Wait up to ``timeout`` seconds in all for the units given up to unwind (their hooks
+        killed what they waited on; unwinding discards their temporary cache folders). Called
+        once the batch is done, so a stall never holds up the next video. Whether they all
+        ended (a call that never returns is left behind)."""
+        deadline = time.monotonic() + timeout
+        for thread in self._abandoned:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        return not self._abandoned
 
     def cancel_all(self) -> None:
         """Ask every unit still running to stop (Ctrl-C): they stop at their next beat."""

@@ -165,7 +165,11 @@ def test_watched_thread_that_stops_beating_is_given_up():
     assert 0.5 < time.monotonic() - start < 5 and abandoned == [True]
     # Its slot was given back: the next unit runs although the stuck one still holds its thread.
     assert threads.result(threads.submit(lambda: 42, heartbeat=Heartbeat())) == 42
+    start = time.monotonic()
+    assert not threads.settle(0.3)  # still stuck: waited for, but not for ever
+    assert 0.3 <= time.monotonic() - start < 2
     release.set()
+    assert threads.settle(5)  # unwound once what it waited on returned
 
 
 def test_stalled_decoder_fails_its_video_and_the_batch_goes_on(tmp_path, models_dir):
