@@ -523,24 +523,22 @@ def _gpu_precision() -> str:
     return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
 
 
-def _data_dims(dataset: Any, modalities: Any) -> dict[str, int]:
-    """``{modality: columns}`` of the cached features ``dataset`` serves (none for images)."""
-    if "image" in modalities:
-        return {}
+def _data_dims(dataset: Any) -> dict[str, int]:
+    """``{modality: columns}`` of every ``feat_*`` input of ``dataset``'s first item (read once;
+    an image model's ``image`` is its crop's last axis, the 3 colour channels)."""
     item = dataset[0]
-    return {m: int(item[f"feat_{m}"].shape[-1]) for m in modalities if f"feat_{m}" in item}
+    return {k[5:]: int(v.shape[-1]) for k, v in item.items() if k.startswith("feat_")}
 
 
 def _given_dims(config: TrainConfig) -> dict[str, int]:
     return {k: int(v) for k, v in dict(config.model_hparams.get("dims") or {}).items()}
 
 
-def _check_dims(module: Any, dataset: Any) -> None:
+def _check_dims(module: Any, data_dims: dict[str, int]) -> None:
     """The model's input widths against the cached features (before anything is written)."""
-    item = dataset[0]
     dims = dict(module.model.hparams.get("dims", {}))
     for m in module.modalities:
-        width = int(item[f"feat_{m}"].shape[-1])
+        width = data_dims[m]
         if m in dims and int(dims[m]) != width:
             raise InputError(
                 f"the cached {m!r} features have {width} columns but the model expects {dims[m]}",
@@ -607,11 +605,13 @@ def prepare(config: TrainConfig) -> _Run:
         raise InputError("the train or validation split has no labelled frame with features")
     hashes, settings = collect_feature_settings([train_ds, val_ds])
     model_hparams = dict(config.model_hparams)
+    data_dims = _data_dims(train_ds)
     if config.features:  # each set's width from the data, each set's entry by its hash
         model_hparams["dims"] = train_ds.widths()
         hashes = {**hashes, **train_ds.hashes}
-    elif data_dims := _data_dims(train_ds, config.modalities):  # window models: widths the
-        model_hparams["dims"] = {**data_dims, **_given_dims(config)}  # config does not set
+    elif "image" not in config.modalities:  # window models: the widths the config does not set
+        widths = {m: data_dims[m] for m in config.modalities if m in data_dims}
+        model_hparams["dims"] = {**widths, **_given_dims(config)}
     module = AffectModule(
         model_name=config.model,
         model_hparams=model_hparams,
@@ -632,7 +632,7 @@ def prepare(config: TrainConfig) -> _Run:
         feature_configs=dict(config.feature_configs) or hashes,
         feature_settings=settings,
     )
-    _check_dims(module, train_ds)
+    _check_dims(module, data_dims)
     last = out / LAST_NAME
     resume_epoch = (
         check_resumable(last, module.hparams) if config.resume and last.is_file() else None
