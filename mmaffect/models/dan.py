@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from mmaffect.models.face_cnn import FaceImageModel
 from mmaffect.models.registry import register_model
 
-__all__ = ["DAN", "ChannelAttention", "CrossAttentionHead", "SpatialAttention"]
+__all__ = ["DAN", "ChannelAttention", "CrossAttentionHead", "LogitNorm", "SpatialAttention"]
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: tuple[int, int]) -> nn.Sequential:
@@ -72,6 +72,20 @@ class ChannelAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         pooled = x.mean(dim=(2, 3))
         return pooled * self.weights(pooled)
+
+
+class LogitNorm(nn.BatchNorm1d):
+    """The authors' ``BatchNorm1d`` after the expression layer. It keeps the logits' scale in
+    hand whatever the fused vector's (summed log-softmax values reach tens): without it the
+    focal loss starts near 30 and SGD at the recipe's lr 0.1 diverges within a few steps. A
+    training batch of one face is normalised with the running statistics."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
 
 
 class CrossAttentionHead(nn.Module):
@@ -122,8 +136,10 @@ class DAN(FaceImageModel):
     In training mode the outputs also hold ``_pooled`` (the backbone's pooled features) and
     ``_heads`` (``(N, K, C)``, after the log-softmax) for :meth:`auxiliary_losses`. The
     authors' code normalises the channel attention with ``BatchNorm1d`` and the logits with a
-    ``BatchNorm1d`` after one linear layer; here a ``LayerNorm`` (any batch size, also 1) and the
-    task heads of every registry model.
+    ``BatchNorm1d`` after one linear layer. Here the channel attention has a ``LayerNorm`` (any
+    batch size, also 1) and the expression head of the task heads (one linear layer, or the
+    ``head_hidden`` MLP) ends in the same ``BatchNorm1d`` (:class:`LogitNorm`); the AU and VA
+    heads, which the authors' code does not have, have none.
     """
 
     model_name = "dan"
@@ -161,6 +177,9 @@ class DAN(FaceImageModel):
         # the class centres of the affinity loss (an EXPR model only)
         self.centers = nn.Parameter(torch.randn(n_expr, channels)) if "expr" in self.tasks else None
         self._setup_heads(channels, head_hidden, dropout)
+        if "expr" in self.tasks:  # the authors' BatchNorm1d on the expression logits
+            expr = self.heads.heads["expr"]
+            self.heads.heads["expr"] = nn.Sequential(expr, LogitNorm(int(n_expr)))
 
     @property
     def feature_dim(self) -> int:
