@@ -42,6 +42,11 @@ class InputError(MmaffectError):
     """An input path or option that makes no sense (missing path, no media found, bad id)."""
 
 
+class TrainingDiverged(MmaffectError):
+    """The training loss became NaN or infinite; the run stopped (earlier epochs' checkpoints
+    are kept)."""
+
+
 class ModelNotFound(MmaffectError):
     """A named pretrained model could not be resolved from any location."""
 

@@ -401,6 +401,45 @@ def test_last_checkpoint_is_the_last_epoch_and_resume_goes_on(data, tmp_path, ca
     assert epoch_values(rows, "lr") == {e: 0.0 for e in range(5)}
 
 
+def _diverge_at(monkeypatch, epoch: int) -> None:
+    """Training losses NaN from ``epoch`` on (what a too-high learning rate leads to)."""
+    from mmaffect.training.module import AffectModule
+
+    terms = AffectModule.loss_terms
+
+    def nan_from(self, outputs, batch):
+        out = terms(self, outputs, batch)
+        if self.training and self.current_epoch >= epoch:
+            out = {**out, "EXPR": out["EXPR"] * float("nan")}
+        return out
+
+    monkeypatch.setattr(AffectModule, "loss_terms", nan_from)
+
+
+def test_a_diverged_loss_stops_the_run_and_keeps_what_was_written(data, tmp_path, monkeypatch):
+    from mmaffect.errors import TrainingDiverged
+
+    run = tmp_path / "run"
+    _diverge_at(monkeypatch, 1)
+    with pytest.raises(TrainingDiverged, match=r"not finite at epoch 1, step \d+ \(EXPR nan\)"):
+        train(config(data, run, "expr", epochs=3))
+    # epoch 0's checkpoints stay; nothing of the NaN epoch was written
+    assert sorted(p.name for p in run.glob("*.ckpt")) == ["best-000.ckpt", "last.ckpt"]
+    state = _ckpt(run / "last.ckpt")
+    assert state["epoch"] == 0
+    weights = [v for v in state["state_dict"].values() if v.is_floating_point()]
+    assert all(torch.isfinite(v).all() for v in weights)
+    # a resumed run that diverges keeps the metrics rows of the epochs before it
+    monkeypatch.undo()
+    train(config(data, run, "expr", epochs=2))
+    _diverge_at(monkeypatch, 2)
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        train(config(data, run, "expr", epochs=4))
+    rows = read_metrics(run / "logs" / "metrics.csv")
+    assert sorted(epoch_values(rows, "val/score")) == [0, 1]
+    assert _ckpt(run / "last.ckpt")["epoch"] == 1
+
+
 def test_edition_defaults_to_abaw3_and_must_have_the_track(data, tmp_path):
     from mmaffect.errors import InputError
     from mmaffect.training.module import AffectModule

@@ -632,7 +632,7 @@ def train_cmd(
     from rich.markup import escape
 
     from mmaffect.batch import EXIT_INTERRUPTED
-    from mmaffect.errors import MmaffectError
+    from mmaffect.errors import MmaffectError, TrainingDiverged
     from mmaffect.training.module import parse_losses
     from mmaffect.training.train import TrainConfig, train
 
@@ -674,7 +674,7 @@ def train_cmd(
         if debug:
             raise
         err.print(f"[red]error:[/] {escape(e.one_line())}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1 if isinstance(e, TrainingDiverged) else 2) from None
     except KeyboardInterrupt as e:
         note = str(e) if str(e).startswith("interrupted") else "interrupted"
         err.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mmaffect import losses as L_
 from mmaffect import metrics
-from mmaffect.errors import InputError
+from mmaffect.errors import InputError, TrainingDiverged
 from mmaffect.models import create_model
 
 __all__ = [
@@ -306,12 +306,27 @@ class AffectModule(L.LightningModule):
         else:
             terms = self.loss_terms(self(batch), batch)
         loss = torch.stack(list(terms.values())).sum()
+        self._check_finite(loss, terms)
         bs = len(batch["expr"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
         if len(terms) > 1:
             for k, v in terms.items():
                 self.log(f"train/loss_{k.lower()}", v, on_step=False, on_epoch=True, batch_size=bs)
         return loss
+
+    def _check_finite(self, loss: Tensor, terms: Mapping[str, Tensor]) -> None:
+        """Stop at the first step whose loss is NaN or infinite, naming the terms that are: a
+        diverged run would otherwise go on to write checkpoints of NaN weights."""
+        if bool(torch.isfinite(loss)):
+            return
+        bad = ", ".join(f"{k} {float(v.detach())}" for k, v in terms.items() if not v.isfinite())
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
+        raise TrainingDiverged(
+            f"the training loss is not finite at epoch {self.current_epoch}, step "
+            f"{self.global_step} ({bad}); the run stopped, the checkpoints of earlier epochs "
+            "are kept",
+            hint=f"lower the learning rate (--lr, now {lr:g}) and train again with --no-resume",
+        )
 
     def on_train_epoch_start(self) -> None:
         # the learning rate at the start of the epoch (metrics.csv, the per-epoch lines)

@@ -894,9 +894,11 @@ def _fit(run: _Run) -> TrainResult:
     if ckpt_path:
         done = run.resume_epoch + 1
         print(f"resuming from {last}: epoch {done}/{config.epochs} done", flush=True)
-    interrupted = _fit_or_interrupted(trainer, run.module, train_loader, val_loader, ckpt_path)
-    if previous:
-        _merge_csv(metrics_csv, previous)
+    try:
+        interrupted = _fit_or_interrupted(trainer, run.module, train_loader, val_loader, ckpt_path)
+    finally:  # also when training stops on an error (a diverged loss): the earlier rows stay
+        if previous:
+            _merge_csv(metrics_csv, previous)
     if interrupted:
         done = int(_load_checkpoint(last).get("epoch", -1)) + 1 if last.is_file() else 0
         raise TrainingInterrupted(out, last if last.is_file() else None, done, config.epochs)
