@@ -46,13 +46,17 @@ wall time; an ensemble's is its members' plus the ``mmaffect ensemble`` step's):
   the first one's), weights fitted on PublicTest.
 
 ``--backbone``, ``--input-size``, ``--epochs`` and ``--seed`` override every recipe (the
-second hybrid keeps its own backbone).
+second hybrid keeps its own backbone). ``--reuse-runs`` (with ``--work``) evaluates a finished
+run folder ``work/runs/<label>`` instead of training it again when its ``config.yaml`` records
+the same recipe, options, corpus and epochs; its training time is then the wall time saved
+beside it (``benchmark_wall_time.json``), or the file times for a run without one.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import tempfile
 import time
@@ -86,6 +90,27 @@ def first_per_class(folder: Path, per_class: int | None, dest: Path) -> Path:
     return dest
 
 
+def train_options(args: argparse.Namespace, extra: tuple[str, ...] = ()) -> list[str]:
+    """The ``mmaffect train`` options of one run: the overrides given to the benchmark that
+    ``extra`` (a run's own options) does not set, then ``extra``."""
+    options = {
+        "--backbone": args.backbone,
+        "--input-size": args.input_size,
+        "--epochs": args.epochs,
+        "--seed": args.seed,
+    }
+    given = {x for x in extra if x.startswith("--")}
+    own = [str(x) for k, v in options.items() if v is not None and k not in given for x in (k, v)]
+    return [*own, *map(str, extra)]
+
+
+def corpus(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
+    """The training and validation class folders (or their ``--train-per-class`` subsets)."""
+    train = first_per_class(data_path(TRAIN), args.train_per_class, work / "subset" / "train")
+    val = first_per_class(data_path(VAL), args.train_per_class, work / "subset" / "publictest")
+    return train, val
+
+
 def train_run(
     args: argparse.Namespace,
     work: Path,
@@ -94,27 +119,72 @@ def train_run(
     extra: tuple[str, ...] = (),
 ) -> tuple[Path, float]:
     """``mmaffect train`` of ``recipe`` into ``out`` (default ``work/run``); returns the run and
-    its wall time."""
-    train = first_per_class(data_path(TRAIN), args.train_per_class, work / "subset" / "train")
-    val = first_per_class(data_path(VAL), args.train_per_class, work / "subset" / "publictest")
-    run = out or work / "run"
-    options = {
-        "--backbone": args.backbone,
-        "--input-size": args.input_size,
-        "--epochs": args.epochs,
-        "--seed": args.seed,
-    }
-    given = {x for x in extra if x.startswith("--")}
-    args_ = [str(x) for k, v in options.items() if v is not None and k not in given for x in (k, v)]
+    its wall time, which is also saved beside the run (:data:`WALL_TIME`)."""
+    train, val = corpus(args, work)
+    run, options = out or work / "run", train_options(args, extra)
     started = time.perf_counter()
     # fmt: off
     mmaffect(
         "train", "--config", REPO / "pipelines" / recipe, "--images", train,
         "--val-images", val, "--out", run, "--crop-cache", work / "crops", "--models-dir",
-        MODELS, "--device", args.device, "--no-resume", *args_, *extra,
+        MODELS, "--device", args.device, "--no-resume", *options,
     )
     # fmt: on
-    return run, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    write_json(run / WALL_TIME, {"options": options, "seconds": round(seconds, 1)})
+    return run, seconds
+
+
+#: beside each run the benchmark trained: its options and the train process's wall time
+WALL_TIME = "benchmark_wall_time.json"
+#: ``mmaffect train`` options → where ``config.yaml`` (and a recipe) holds them
+RECORDED = {
+    "--backbone": ("model_hparams", "backbone"),
+    "--input-size": ("model_hparams", "input_size"),
+    "--epochs": ("epochs",),
+    "--seed": ("seed",),
+    "--task": ("task",),
+    "--edition": ("edition",),
+    "--images": ("images",),
+    "--val-images": ("val_images",),
+}
+
+
+def _recorded(config: dict, option: str) -> str | None:
+    node: Any = config
+    for part in RECORDED[option]:
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if node is None else str(node)
+
+
+def reusable_run(run: Path, recipe: str, options: list[str]) -> dict | None:
+    """``--reuse-runs``: the facts of ``run`` when it is a finished run (every epoch done) of
+    ``recipe`` with these ``mmaffect train`` options (the recipe's values where an option is
+    not given), else None. Its training time: the wall time saved beside it, else the file
+    times."""
+    import yaml
+
+    try:
+        facts = run_facts(run)
+    except SystemExit:  # not a finished run
+        return None
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    base = yaml.safe_load((REPO / "pipelines" / recipe).read_text())
+    given = dict(zip(options[::2], options[1::2], strict=True))
+    for option in RECORDED:
+        expected = given.get(option, _recorded(base, option))
+        if expected is not None and _recorded(cfg, option) != expected:
+            return None
+    if cfg["model"] != base["model"] or facts["epochs"] != cfg["epochs"]:
+        return None
+    saved = run / WALL_TIME
+    if saved.is_file():
+        facts["file_time_seconds"] = facts["training_seconds"]
+        facts["training_seconds"] = json.loads(saved.read_text())["seconds"]
+        facts["training_time_source"] = "wall time of the mmaffect train process"
+    return facts
 
 
 def run_facts(run: Path) -> dict:
@@ -316,9 +386,18 @@ def train_models(args: argparse.Namespace, work: Path) -> dict[str, dict]:
             for label, model, extra in ensemble_members(name, args):
                 wanted.setdefault(label, (model, extra))
     runs = {}
+    train, val = corpus(args, work)
     for label, (model, extra) in wanted.items():
         recipe, own = SINGLE[model]
-        run, seconds = train_run(args, work, recipe, work / "runs" / label, (*own, *extra))
+        options, out = (*own, *extra), work / "runs" / label
+        given = [*train_options(args, options), "--images", str(train), "--val-images", str(val)]
+        reused = reusable_run(out, recipe, given) if args.reuse_runs else None
+        if reused:
+            runs[label] = reused
+            print(f"reused {label}: {reused['epochs']} epoch(s), {reused['training_seconds']} s "
+                  f"({reused['training_time_source']})")  # fmt: skip
+            continue
+        run, seconds = train_run(args, work, recipe, out, options)
         facts = run_facts(run)
         facts["file_time_seconds"] = facts["training_seconds"]
         facts["training_seconds"] = round(seconds, 1)
@@ -332,7 +411,7 @@ def build_ensembles(args: argparse.Namespace, work: Path, runs: dict) -> dict[st
     """``mmaffect ensemble`` of each ensemble of ``--models`` (weights on PublicTest)."""
     import torch
 
-    val = first_per_class(data_path(VAL), args.train_per_class, work / "subset" / "publictest")
+    val = corpus(args, work)[1]
     out = {}
     for name in (n for n in args.models if n in ENSEMBLES):
         labels = [label for label, _, _ in ensemble_members(name, args)]
@@ -450,6 +529,11 @@ def main() -> None:
         help=f"train and evaluate several systems: {', '.join([*SINGLE, *ENSEMBLES])}",
     )
     ap.add_argument("--shipped", action="store_true", help="evaluate the shipped face model")
+    ap.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="--models: evaluate the finished runs in --work that match instead of training",
+    )
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     work = args.work or Path(tempfile.mkdtemp(prefix="mmaffect_face_expression_"))
