@@ -262,37 +262,38 @@ def faces_per_second(predict, images: np.ndarray, batches: int) -> float:
 def checkpoint_system(checkpoint: Path, name: str | None = None) -> tuple[str, Any, int]:
     """``(name, predict(uint8 faces (N, H, W, 3), flip) -> EXPR_8 probabilities, input side)``
     of an image model or ensemble checkpoint."""
-    import torch
 
     from mmaffect.training.module import AffectModule
 
     model = AffectModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().model
-
-    def predict(faces: np.ndarray, flip: bool) -> np.ndarray:
-        return model.embed(torch.from_numpy(faces), flip=flip)[1]["expr"].numpy()
-
     if name is None:
         name = f"{type(model).model_name} {model.hparams['backbone']} {model.input_size}px"
-    return name, predict, int(model.input_size)
+    return name, expr_predictor(model), int(model.input_size)
+
+
+def expr_predictor(net: Any) -> Any:
+    """``predict(uint8 faces, flip) -> EXPR_8 probabilities`` of an image model in eval mode
+    (its ``embed`` runs in inference mode)."""
+    import torch
+
+    def predict(faces: np.ndarray, flip: bool) -> np.ndarray:
+        return net.embed(torch.from_numpy(faces), flip=flip)[1]["expr"].numpy()
+
+    return predict
 
 
 def shipped_system() -> tuple[str, Any, int]:
     """:func:`checkpoint_system` of the face model the package ships (fp16 weights, loaded as
     ``extract`` and the baseline load it)."""
-    import torch
 
     from mmaffect.features.face_model import FaceModel
     from mmaffect.store.lookup import resolve
     from mmaffect.store.registry import FACE_EXPRESSION_MODEL
 
     model = FaceModel(resolve(FACE_EXPRESSION_MODEL, MODELS))
-
-    def predict(faces: np.ndarray, flip: bool) -> np.ndarray:
-        with torch.inference_mode():
-            return model.net.embed(torch.from_numpy(faces), flip=flip)[1]["expr"].numpy()
-
     backbone = model.net.hparams["backbone"]
-    return f"{FACE_EXPRESSION_MODEL} (shipped, {backbone} {model.size}px)", predict, model.size
+    name = f"{FACE_EXPRESSION_MODEL} (shipped, {backbone} {model.size}px)"
+    return name, expr_predictor(model.net), model.size
 
 
 def systems(checkpoint: Path | None) -> tuple[dict, int]:
